@@ -1,0 +1,431 @@
+//! Element and accumulator types.
+//!
+//! * [`Float`]: the accumulator types `f32` and `f64` (`T::Acc`), each with the one SIMD vector
+//!   type the kernels use (`f32x16`, `f64x8`) and the scalar constants they need.
+//! * [`Element`]: the storage types (`f32`, `f64`, and with the `half` feature `f16`, `bf16`).
+//!   An element knows its accumulator and how to load `LANES` of itself into a vector of it.
+//!
+//! `wide` picks AVX-512, AVX2 or SSE2 instructions at compile time; `f32x16` is one zmm
+//! register with AVX-512 and two or four narrower ones otherwise, so one vector type serves
+//! every target and the kernels are written once.
+
+use core::fmt::{Debug, Display};
+use core::ops::{Add, Div, Mul, Neg, Sub};
+use wide::{f32x16, f64x8};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+    #[cfg(feature = "half")]
+    impl Sealed for half::f16 {}
+    #[cfg(feature = "half")]
+    impl Sealed for half::bf16 {}
+    impl Sealed for wide::f32x16 {}
+    impl Sealed for wide::f64x8 {}
+}
+
+/// Arithmetic shared by accumulator scalars and their SIMD vectors, so formulas such as the
+/// Chan merge are written once for both.
+pub trait Arith:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + sealed::Sealed
+{
+    /// `self * b + c`; fused where the target has FMA.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `-x`.
+    fn neg_of(x: Self) -> Self;
+}
+
+/// SIMD vector of an accumulator type `A` (`f32x16` for `f32`, `f64x8` for `f64`).
+pub trait Vector<A: Float>: Arith + Send + Sync + Debug {
+    /// The lanes as an array (`[A; LANES]`).
+    type Array: Copy + AsRef<[A]> + AsMut<[A]> + Default;
+    /// All lanes zero.
+    const ZERO: Self;
+    /// Every lane `a`.
+    fn splat(a: A) -> Self;
+    /// The lanes, in order.
+    fn to_array(self) -> Self::Array;
+    /// A vector from its lanes.
+    fn from_array(a: Self::Array) -> Self;
+    /// Lane-wise `|x|`.
+    fn abs(self) -> Self;
+    /// Lane-wise maximum; a NaN or ±∞ lane in `self` or `other` gives a NaN lane.
+    fn max_nan(self, other: Self) -> Self;
+}
+
+/// An accumulator type: `f32` or `f64` (sealed).
+///
+/// Statistics are accumulated and returned in this type.
+///
+/// # Example
+/// ```
+/// use simdnorm::Float;
+/// assert_eq!(<f32 as Float>::LANES, 16);
+/// assert_eq!(<f64 as Float>::LANES, 8);
+/// ```
+pub trait Float:
+    Arith
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + PartialOrd
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+{
+    /// The SIMD vector the kernels use for this type.
+    type V: Vector<Self>;
+    /// Lanes in [`Float::V`].
+    const LANES: usize;
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// Quiet NaN.
+    const NAN: Self;
+    /// +∞.
+    const INFINITY: Self;
+    /// Machine epsilon (2⁻²³ for f32, 2⁻⁵² for f64).
+    const EPSILON: Self;
+    /// Smallest positive normal value.
+    const MIN_POSITIVE: Self;
+    /// Largest finite value.
+    const MAX: Self;
+    /// `1/k` for `k = 1..=RECIP_LEN` at index `k - 1`, correctly rounded (Welford's table).
+    const RECIP: &'static [Self];
+    /// Nearest value to `n`.
+    fn from_u64(n: u64) -> Self;
+    /// Nearest value to `v`.
+    fn from_f64(v: f64) -> Self;
+    /// Exact widening to f64.
+    fn to_f64(self) -> f64;
+    /// Neither NaN nor infinite.
+    fn is_finite(self) -> bool;
+    /// NaN.
+    fn is_nan(self) -> bool;
+    /// `|self|`.
+    fn abs(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// `2^k` exactly, for `k` in the normal exponent range.
+    fn exp2i(k: i32) -> Self;
+    /// `floor(log2(|self|))` for finite non-zero `self`, subnormals included.
+    fn exponent(self) -> i32;
+}
+
+/// Number of entries of [`Float::RECIP`]: the most Welford steps one block may take.
+pub(crate) const RECIP_LEN: usize = 64;
+
+const fn recip_f64() -> [f64; RECIP_LEN] {
+    let mut t = [0.0; RECIP_LEN];
+    let mut k = 0;
+    while k < RECIP_LEN {
+        t[k] = 1.0 / (k as f64 + 1.0);
+        k += 1;
+    }
+    t
+}
+
+const fn recip_f32() -> [f32; RECIP_LEN] {
+    let mut t = [0.0; RECIP_LEN];
+    let mut k = 0;
+    while k < RECIP_LEN {
+        t[k] = 1.0 / (k as f32 + 1.0);
+        k += 1;
+    }
+    t
+}
+
+static RECIP_F32: [f32; RECIP_LEN] = recip_f32();
+static RECIP_F64: [f64; RECIP_LEN] = recip_f64();
+
+macro_rules! impl_float {
+    ($t:ty, $v:ty, $lanes:expr, $bits:ty, $mant:expr, $recip:ident) => {
+        impl Arith for $t {
+            #[inline(always)]
+            fn mul_add(self, b: Self, c: Self) -> Self {
+                // `f32::mul_add` is a correctly rounded fma even without hardware FMA (libm);
+                // the kernels only call it outside hot loops.
+                <$t>::mul_add(self, b, c)
+            }
+            #[inline(always)]
+            fn neg_of(x: Self) -> Self {
+                -x
+            }
+        }
+        impl Arith for $v {
+            #[inline(always)]
+            fn mul_add(self, b: Self, c: Self) -> Self {
+                <$v>::mul_add(self, b, c)
+            }
+            #[inline(always)]
+            fn neg_of(x: Self) -> Self {
+                -x
+            }
+        }
+        impl Vector<$t> for $v {
+            type Array = [$t; $lanes];
+            const ZERO: Self = <$v>::ZERO;
+            #[inline(always)]
+            fn splat(a: $t) -> Self {
+                <$v>::splat(a)
+            }
+            #[inline(always)]
+            fn to_array(self) -> Self::Array {
+                <$v>::to_array(self)
+            }
+            #[inline(always)]
+            fn from_array(a: Self::Array) -> Self {
+                <$v>::new(a)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$v>::abs(self)
+            }
+            #[inline(always)]
+            fn max_nan(self, other: Self) -> Self {
+                // `max` returns the non-NaN operand; `x − x` is 0 for finite x and NaN for NaN
+                // and ±∞, so adding it marks every non-finite lane.
+                <$v>::max(self, other) + (self - self) + (other - other)
+            }
+        }
+        impl Float for $t {
+            type V = $v;
+            const LANES: usize = $lanes;
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NAN: Self = <$t>::NAN;
+            const INFINITY: Self = <$t>::INFINITY;
+            const EPSILON: Self = <$t>::EPSILON;
+            const MIN_POSITIVE: Self = <$t>::MIN_POSITIVE;
+            const MAX: Self = <$t>::MAX;
+            const RECIP: &'static [Self] = &$recip;
+            #[inline(always)]
+            fn from_u64(n: u64) -> Self {
+                n as $t
+            }
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline]
+            fn exp2i(k: i32) -> Self {
+                const BIAS: i32 = <$t>::MAX_EXP - 1;
+                debug_assert!(k > -BIAS && k <= BIAS, "exp2i({k}) out of the normal range");
+                <$t>::from_bits(((k + BIAS) as $bits) << $mant)
+            }
+            #[inline]
+            fn exponent(self) -> i32 {
+                const BIAS: i32 = <$t>::MAX_EXP - 1;
+                let a = <$t>::abs(self);
+                if a < <$t>::MIN_POSITIVE {
+                    // Subnormal: scale into the normal range first (exact).
+                    let s = a * Self::exp2i($mant);
+                    return (((s.to_bits() >> $mant) as i32) - BIAS) - $mant;
+                }
+                ((a.to_bits() >> $mant) as i32) - BIAS
+            }
+        }
+    };
+}
+
+impl_float!(f32, f32x16, 16, u32, 23, RECIP_F32);
+impl_float!(f64, f64x8, 8, u64, 52, RECIP_F64);
+
+/// A storage type the kernels read and write (sealed): `f32`, `f64`, and with the default
+/// feature `half`, `half::f16` and `half::bf16`.
+///
+/// Values are widened to [`Element::Acc`] on load (exactly) and rounded once on store.
+///
+/// # Example
+/// ```
+/// use simdnorm::Element;
+/// let x: f32 = Element::from_acc(1.5f32);
+/// assert_eq!(x.to_acc(), 1.5);
+/// ```
+pub trait Element: Copy + Send + Sync + Debug + PartialEq + 'static + sealed::Sealed {
+    /// The accumulator: `f64` for `f64`, `f32` for the others.
+    type Acc: Float;
+    /// `LANES` consecutive elements, where `LANES = <Self::Acc as Float>::LANES`.
+    type Chunk: Copy + Send + Sync;
+    /// Exact widening to the accumulator type.
+    fn to_acc(self) -> Self::Acc;
+    /// Rounds an accumulator value to this type (to nearest, ties to even).
+    fn from_acc(a: Self::Acc) -> Self;
+    /// Splits `x` into whole chunks and the remainder (fewer than `LANES` elements).
+    fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]);
+    /// Loads one chunk into a vector of the accumulator type.
+    fn load(c: &Self::Chunk) -> <Self::Acc as Float>::V;
+}
+
+impl Element for f32 {
+    type Acc = f32;
+    type Chunk = [f32; 16];
+    #[inline(always)]
+    fn to_acc(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_acc(a: f32) -> Self {
+        a
+    }
+    #[inline(always)]
+    fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
+        x.as_chunks()
+    }
+    #[inline(always)]
+    fn load(c: &Self::Chunk) -> f32x16 {
+        f32x16::new(*c)
+    }
+}
+
+impl Element for f64 {
+    type Acc = f64;
+    type Chunk = [f64; 8];
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_acc(a: f64) -> Self {
+        a
+    }
+    #[inline(always)]
+    fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
+        x.as_chunks()
+    }
+    #[inline(always)]
+    fn load(c: &Self::Chunk) -> f64x8 {
+        f64x8::new(*c)
+    }
+}
+
+macro_rules! impl_half {
+    ($t:ty) => {
+        #[cfg(feature = "half")]
+        impl Element for $t {
+            type Acc = f32;
+            type Chunk = [$t; 16];
+            #[inline(always)]
+            fn to_acc(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline(always)]
+            fn from_acc(a: f32) -> Self {
+                <$t>::from_f32(a)
+            }
+            #[inline(always)]
+            fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
+                x.as_chunks()
+            }
+            #[inline(always)]
+            fn load(c: &Self::Chunk) -> f32x16 {
+                f32x16::new(c.map(<$t>::to_f32))
+            }
+        }
+    };
+}
+
+impl_half!(half::f16);
+impl_half!(half::bf16);
+
+/// Loads the last `x.len() < LANES` elements of a slice into a vector whose remaining lanes
+/// are 0. The only partial load in the crate: every kernel's tail goes through it and then
+/// masks its per-lane terms with [`keep_first`].
+#[inline]
+pub(crate) fn load_partial<T: Element>(x: &[T]) -> <T::Acc as Float>::V {
+    debug_assert!(
+        x.len() < T::Acc::LANES,
+        "partial load of {} elements",
+        x.len()
+    );
+    let mut a = <<T::Acc as Float>::V as Vector<T::Acc>>::Array::default();
+    for (d, s) in a.as_mut().iter_mut().zip(x) {
+        *d = s.to_acc();
+    }
+    Vector::from_array(a)
+}
+
+/// Zeroes lanes `n..` of `v` (the tail mask).
+#[inline]
+pub(crate) fn keep_first<A: Float>(v: A::V, n: usize) -> A::V {
+    let mut a = v.to_array();
+    for l in &mut a.as_mut()[n..] {
+        *l = A::ZERO;
+    }
+    Vector::from_array(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponent_and_exp2i_agree() {
+        for k in -149..=127 {
+            let x = if k >= -126 {
+                f32::exp2i(k)
+            } else {
+                f32::from_bits(1 << (k + 149))
+            };
+            assert_eq!(x.exponent(), k, "2^{k}");
+            if k >= -147 {
+                assert_eq!((x * 1.75).exponent(), k, "1.75*2^{k}");
+            }
+        }
+        for k in -1074..=1023 {
+            let x = if k >= -1022 {
+                f64::exp2i(k)
+            } else {
+                f64::from_bits(1 << (k + 1074))
+            };
+            assert_eq!(x.exponent(), k, "2^{k}");
+        }
+        for k in -126..=127 {
+            assert_eq!(f32::exp2i(k), 2f32.powi(k));
+        }
+    }
+
+    #[test]
+    fn recip_table_is_correctly_rounded() {
+        for (k, r) in f32::RECIP.iter().enumerate() {
+            assert_eq!(*r, 1.0 / (k as f32 + 1.0));
+        }
+        for (k, r) in f64::RECIP.iter().enumerate() {
+            assert_eq!(*r, 1.0 / (k as f64 + 1.0));
+        }
+    }
+
+    #[test]
+    fn max_nan_propagates() {
+        let a = f32x16::splat(1.0);
+        let mut b = [2.0f32; 16];
+        b[3] = f32::NAN;
+        let m = a.max_nan(f32x16::new(b)).to_array();
+        assert!(m[3].is_nan());
+        assert_eq!(m[0], 2.0);
+    }
+}

@@ -1,0 +1,195 @@
+//! Column moments of a `(rows, row_len)` matrix: adjacent columns in lanes, rows streamed.
+//!
+//! ```text
+//! for each panel of ≤ COL_PANEL_VECTORS·LANES adjacent columns (pilot p = the first row's
+//! values, scale s = 1 unless rescuing an overflow):
+//!   LEAF (R rows, R·panel bytes ≈ COL_LEAF_BYTES, so pass 2 reads from L1):
+//!     PASS 1  m = Σ_rows (x·s − p) / R            one vector accumulator per vector of columns
+//!     PASS 2  c = p + m, d = x·s − c,  Σd, Σd²    then two_pass::correct, lane-wise
+//!   TREE: leaves merged by lanes::chan (all lanes have the same count) in the fixed pairwise
+//!         tree of par::reduce, so the result is the same for any thread count.
+//! ```
+//! The panel covers a whole row when `row_len ≤ COL_PANEL_VECTORS·LANES` (256 f32), so a
+//! BatchNorm `(N, C)` input is read once, in address order.
+
+use super::lanes::{chan, sweep_columns};
+use super::two_pass::correct;
+use super::{Moments, Rescue};
+use crate::element::{Arith, Element, Float, Vector};
+use crate::par;
+use crate::tuning::{COL_LEAF_BYTES, COL_PANEL_VECTORS as PV, PAR_ELEMS};
+
+type V<T> = <<T as Element>::Acc as Float>::V;
+
+/// Shifted moments of the columns of one panel; every lane has the same `count`.
+#[derive(Clone, Copy)]
+struct Panel<X> {
+    count: u64,
+    mean: [X; PV],
+    m2: [X; PV],
+}
+
+/// The matrix and the panel's columns `c0..c0 + w`.
+#[derive(Clone, Copy)]
+struct Cols<'a, T> {
+    x: &'a [T],
+    row_len: usize,
+    c0: usize,
+    w: usize,
+}
+
+impl<T: Element> Cols<'_, T> {
+    fn row(&self, r: usize) -> &[T] {
+        &self.x[r * self.row_len + self.c0..][..self.w]
+    }
+
+    /// LEAF: both passes over rows `r0..r1`.
+    fn leaf(&self, r0: usize, r1: usize, s: &[V<T>; PV], p: &[V<T>; PV]) -> Panel<V<T>> {
+        let zero = V::<T>::ZERO;
+        let np = p.map(V::<T>::neg_of);
+        let mut acc = [(zero, 0usize); PV];
+        for (a, i) in acc.iter_mut().zip(0..) {
+            a.1 = i;
+        }
+        // PASS 1
+        for r in r0..r1 {
+            sweep_columns(self.row(r), &mut acc, |(a, i), v, lanes| {
+                *a = *a + lanes.keep::<T::Acc>(v.mul_add(s[*i], np[*i]));
+            });
+        }
+        let inv = T::Acc::ONE / T::Acc::from_u64((r1 - r0) as u64);
+        let invv = V::<T>::splat(inv);
+        let mut c = [zero; PV];
+        let mut dev = [(zero, zero, zero, 0usize); PV];
+        for i in 0..PV {
+            c[i] = acc[i].0.mul_add(invv, p[i]);
+            dev[i] = (zero, zero, V::<T>::neg_of(c[i]), i);
+        }
+        // PASS 2 (from L1)
+        for r in r0..r1 {
+            sweep_columns(self.row(r), &mut dev, |(a, b, nc, i), v, lanes| {
+                let d = lanes.keep::<T::Acc>(v.mul_add(s[*i], *nc));
+                *a = *a + d;
+                *b = d.mul_add(d, *b);
+            });
+        }
+        let mut out = Panel {
+            count: (r1 - r0) as u64,
+            mean: [zero; PV],
+            m2: [zero; PV],
+        };
+        for i in 0..PV {
+            (out.mean[i], out.m2[i]) = correct(p[i], c[i], dev[i].0, dev[i].1, invv);
+        }
+        out
+    }
+
+    /// TREE: the whole panel for per-lane scale `s` and pilot `p`.
+    fn moments(&self, rows: usize, s: &[V<T>; PV], p: &[V<T>; PV]) -> Panel<V<T>> {
+        let per_leaf = (COL_LEAF_BYTES / (self.w * size_of::<T>())).max(1);
+        let leaves = rows.div_ceil(per_leaf);
+        let par_leaves = (PAR_ELEMS / (per_leaf * self.w)).max(2);
+        par::reduce(
+            leaves,
+            par_leaves,
+            &|i| self.leaf(i * per_leaf, rows.min((i + 1) * per_leaf), s, p),
+            &|a: Panel<V<T>>, b: Panel<V<T>>| {
+                let n = (a.count + b.count) as f64;
+                let wb = V::<T>::splat(T::Acc::from_f64(b.count as f64 / n));
+                let w = V::<T>::splat(T::Acc::from_f64(a.count as f64 * b.count as f64 / n));
+                let mut out = a;
+                out.count += b.count;
+                for i in 0..PV {
+                    (out.mean[i], out.m2[i]) = chan(a.mean[i], a.m2[i], b.mean[i], b.m2[i], wb, w);
+                }
+                out
+            },
+        )
+    }
+}
+
+/// Lane `j` of the panel vectors.
+fn lane<A: Float>(v: &[A::V; PV], j: usize) -> A {
+    v[j / A::LANES].to_array().as_ref()[j % A::LANES]
+}
+
+/// Sets lane `j` of the panel vectors.
+fn set_lane<A: Float>(v: &mut [A::V; PV], j: usize, a: A) {
+    let mut arr = v[j / A::LANES].to_array();
+    arr.as_mut()[j % A::LANES] = a;
+    v[j / A::LANES] = Vector::from_array(arr);
+}
+
+/// `col_moments` for a checked matrix with `rows ≥ 1`.
+pub(crate) fn col_moments<T: Element>(
+    x: &[T],
+    row_len: usize,
+    rows: usize,
+    out: &mut [Moments<T::Acc>],
+) {
+    let panel = PV * T::Acc::LANES;
+    par::for_each_chunk_mut(out, panel, x.len() >= PAR_ELEMS, |i, o| {
+        let cols = Cols {
+            x,
+            row_len,
+            c0: i * panel,
+            w: o.len(),
+        };
+        panel_moments(&cols, rows, o);
+    });
+}
+
+fn panel_moments<T: Element>(cols: &Cols<'_, T>, rows: usize, out: &mut [Moments<T::Acc>]) {
+    let one = V::<T>::splat(T::Acc::ONE);
+    let mut s = [one; PV];
+    let mut p = [V::<T>::ZERO; PV];
+    for (j, v) in cols.row(0).iter().enumerate() {
+        set_lane(&mut p, j, v.to_acc());
+    }
+    let fast = cols.moments(rows, &s, &p);
+    let mut rescue = false;
+    for (j, o) in out.iter_mut().enumerate() {
+        let m = Moments {
+            count: fast.count,
+            mean: lane(&fast.mean, j),
+            m2: lane(&fast.m2, j),
+        };
+        *o = m.unshift(lane(&p, j), 0);
+        rescue |= o.needs_rescue();
+    }
+    if !rescue {
+        return;
+    }
+    // RESCUE (rare): overflow or underflow in some columns; redo the panel with a power-of-two
+    // scale on those lanes (s = 1 on the others leaves their results bit for bit unchanged).
+    let mut plan = [Rescue::Scale(0); PV * 16];
+    for (j, o) in out.iter().enumerate() {
+        if o.needs_rescue() {
+            let column = cols.x[cols.c0 + j..].iter().step_by(cols.row_len);
+            plan[j] = Rescue::plan(
+                column.fold(T::Acc::ZERO, |a, v| super::max_abs_scalar(a, v.to_acc())),
+            );
+            if let Rescue::Scale(k) = plan[j] {
+                let sj = T::Acc::exp2i(k);
+                set_lane(&mut s, j, sj);
+                let pj = lane::<T::Acc>(&p, j);
+                set_lane(&mut p, j, pj * sj);
+            }
+        }
+    }
+    let scaled = cols.moments(rows, &s, &p);
+    for (j, o) in out.iter_mut().enumerate() {
+        if !o.needs_rescue() {
+            continue;
+        }
+        *o = match plan[j] {
+            Rescue::Nan => Moments::nan(o.count),
+            Rescue::Scale(k) => Moments {
+                count: scaled.count,
+                mean: lane(&scaled.mean, j),
+                m2: lane(&scaled.m2, j),
+            }
+            .unshift(lane(&p, j), k),
+        };
+    }
+}

@@ -1,0 +1,152 @@
+//! The only home of the vector loop, the tail and the lane folds.
+//!
+//! * [`sweep`]: groups of `NACC` chunks into `NACC` independent accumulators, then the leftover
+//!   whole chunks, then the tail (fewer than `LANES` elements) loaded by `load_partial` and
+//!   masked by [`Lanes::keep`]. Every SIMD reduction of the crate over a contiguous slice is a
+//!   closure handed to it.
+//! * [`sweep_columns`]: the same over one row segment, accumulator `i` for vector `i`.
+//! * [`lane_sum`]: a fixed pairwise tree over accumulators and lanes.
+//! * [`chan`] and [`fold_equal`]: the Chan, Golub & LeVeque merge, written once for scalars
+//!   and vectors; [`fold_equal`] folds states of equal count (accumulators, then lanes).
+
+use crate::element::{Arith, Element, Float, Vector, keep_first, load_partial};
+use crate::tuning::NACC;
+
+/// Which lanes of a loaded vector hold data.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lanes {
+    /// Every lane.
+    All,
+    /// The first `n` lanes (the tail of a slice); the others were zero-filled.
+    First(usize),
+}
+
+impl Lanes {
+    /// `v` with the lanes that hold no data set to 0, so they add nothing to a sum.
+    #[inline(always)]
+    pub(crate) fn keep<A: Float>(self, v: A::V) -> A::V {
+        match self {
+            Lanes::All => v,
+            Lanes::First(n) => keep_first::<A>(v, n),
+        }
+    }
+}
+
+/// Runs `f(acc, vector, lanes)` over `x` in vectors, rotating over `NACC` accumulators so
+/// that consecutive vectors have no dependency. The order of operations depends on
+/// `x.len()` only.
+#[inline(always)]
+pub(crate) fn sweep<T: Element, S: Copy>(
+    x: &[T],
+    init: S,
+    mut f: impl FnMut(&mut S, <T::Acc as Float>::V, Lanes),
+) -> [S; NACC] {
+    let (chunks, tail) = T::as_chunks(x);
+    let (groups, rest) = chunks.as_chunks::<NACC>();
+    let mut acc = [init; NACC];
+    for g in groups {
+        for (a, c) in acc.iter_mut().zip(g) {
+            f(a, T::load(c), Lanes::All);
+        }
+    }
+    for (a, c) in acc.iter_mut().zip(rest) {
+        f(a, T::load(c), Lanes::All);
+    }
+    if !tail.is_empty() {
+        f(
+            &mut acc[NACC - 1],
+            load_partial(tail),
+            Lanes::First(tail.len()),
+        );
+    }
+    acc
+}
+
+/// Runs `f(acc[i], vector i, lanes)` for the vectors of one row segment, `acc[i]` being the
+/// accumulator of columns `i·LANES..`: the column-wise loop (`col_moments`), with the same
+/// tail as [`sweep`]. `acc` must have at least `x.len().div_ceil(LANES)` entries.
+#[inline(always)]
+pub(crate) fn sweep_columns<T: Element, S>(
+    x: &[T],
+    acc: &mut [S],
+    mut f: impl FnMut(&mut S, <T::Acc as Float>::V, Lanes),
+) {
+    let (chunks, tail) = T::as_chunks(x);
+    for (a, c) in acc.iter_mut().zip(chunks) {
+        f(a, T::load(c), Lanes::All);
+    }
+    if !tail.is_empty() {
+        f(
+            &mut acc[chunks.len()],
+            load_partial(tail),
+            Lanes::First(tail.len()),
+        );
+    }
+}
+
+/// Sum of the lanes of `NACC` accumulators, by a fixed pairwise tree.
+#[inline]
+pub(crate) fn lane_sum<A: Float>(acc: [A::V; NACC]) -> A {
+    let mut v = acc;
+    let mut width = NACC;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            v[i] = v[i] + v[i + width];
+        }
+    }
+    let mut a = v[0].to_array();
+    let lanes = a.as_mut();
+    let mut width = lanes.len();
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] = lanes[i] + lanes[i + width];
+        }
+    }
+    lanes[0]
+}
+
+/// Chan, Golub & LeVeque (1979) pairwise update. With `δ = mean_b − mean_a`, `n = n_a + n_b`,
+/// `wb = n_b / n` and `w = n_a·n_b / n`:
+///
+/// ```text
+/// mean = mean_a + δ·wb        m2 = m2_a + m2_b + δ²·w
+/// ```
+///
+/// Written once for scalars and vectors (`X` is `A` or `A::V`).
+#[inline(always)]
+pub(crate) fn chan<X: Arith>(ma: X, m2a: X, mb: X, m2b: X, wb: X, w: X) -> (X, X) {
+    let d = mb - ma;
+    (d.mul_add(wb, ma), (d * w).mul_add(d, m2a + m2b))
+}
+
+/// Folds `2^k` states (`mean[i]`, `m2[i]`), each over `count` values, into `mean[0]`,
+/// `m2[0]` by a pairwise tree of [`chan`] merges of equal counts (`wb = ½`, `w = c/2`).
+/// Returns the folded count.
+#[inline]
+pub(crate) fn fold_equal<X: Arith>(
+    mean: &mut [X],
+    m2: &mut [X],
+    mut count: u64,
+    splat: impl Fn(f64) -> X,
+) -> u64 {
+    debug_assert!(mean.len().is_power_of_two() && mean.len() == m2.len());
+    let half = splat(0.5);
+    let mut width = mean.len();
+    while width > 1 {
+        width /= 2;
+        let w = splat(count as f64 * 0.5);
+        for i in 0..width {
+            (mean[i], m2[i]) = chan(mean[i], m2[i], mean[i + width], m2[i + width], half, w);
+        }
+        count *= 2;
+    }
+    count
+}
+
+/// `max(v, 0)` that keeps NaN: rounding can leave `Σd² − (Σd)²/n` a hair below zero.
+#[inline(always)]
+pub(crate) fn non_negative<A: Float>(v: A) -> A {
+    if v < A::ZERO { A::ZERO } else { v }
+}

@@ -1,0 +1,522 @@
+//! Mean and variance: `Moments`, the free functions, streaming `Welford`, rows and columns.
+//!
+//! Every kernel computes the moments of `y = x·s − p` where `p` (the *pilot*) is the first
+//! value of the slice, so `y` is of the order of σ even when |mean| ≫ σ, and all partial
+//! results of one call share that shift: merging them loses nothing to the rounding of a
+//! large mean. The returned mean is `p + mean_y`, rounded once.
+//!
+//! `s` is 1 on the fast path. When a result is not finite, or its `m2` is so small that the
+//! squares may have underflowed (`m2 < count·MIN_POSITIVE/ε`), the call is *rescued*: a NaN or
+//! ±∞ in the input gives NaN statistics; otherwise the slice is recomputed scaled by the
+//! power of two that brings its largest magnitude near 1 and the result scaled back, which
+//! is what a rescaled copy would give (an `m2` beyond `A::MAX` is then +∞: not representable).
+
+mod columns;
+mod lanes;
+mod two_pass;
+mod welford;
+
+use crate::element::{Element, Float, Vector};
+use crate::error::{NormError, check_len, rows_of};
+use crate::{par, tuning};
+
+/// Count, mean and sum of squared deviations (`m2 = Σ (x − mean)²`) of some values.
+///
+/// `Moments` merge exactly like the values they summarize ([`Moments::merge`]), so statistics
+/// of parts combine into statistics of the whole. A count-0 value is the identity of `merge`.
+///
+/// # Example
+/// ```
+/// use simdnorm::{moments, Moments};
+/// let x = [1.0f64, 2.0, 3.0, 4.0];
+/// let m = moments(&x);
+/// assert_eq!((m.count, m.mean, m.m2), (4, 2.5, 5.0));
+/// assert_eq!(m.variance(0), 1.25);
+/// let parts = moments(&x[..1]).merge(&moments(&x[1..]));
+/// assert_eq!(parts.variance(1), m.variance(1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Moments<A> {
+    /// Number of values.
+    pub count: u64,
+    /// Their mean (NaN when `count == 0`).
+    pub mean: A,
+    /// `Σ (x − mean)²` (NaN when `count == 0`).
+    pub m2: A,
+}
+
+impl<A: Float> Default for Moments<A> {
+    /// The empty value: count 0, NaN mean and m2.
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+impl<A: Float> Moments<A> {
+    /// No values: count 0, NaN mean and m2. The identity of [`Moments::merge`].
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::{moments, Moments};
+    /// let m = moments(&[1.0f32, 5.0]);
+    /// assert_eq!(m.merge(&Moments::EMPTY), m);
+    /// ```
+    pub const EMPTY: Self = Self {
+        count: 0,
+        mean: A::NAN,
+        m2: A::NAN,
+    };
+
+    /// `m2 / (count − ddof)`: `ddof = 0` is the population (biased) variance, `ddof = 1` the
+    /// sample (unbiased) one. NaN when `count ≤ ddof`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::moments;
+    /// let m = moments(&[2.0f64, 4.0, 6.0]);
+    /// assert_eq!(m.variance(0), 8.0 / 3.0);
+    /// assert_eq!(m.variance(1), 4.0);
+    /// assert!(m.variance(3).is_nan());
+    /// ```
+    pub fn variance(&self, ddof: u32) -> A {
+        if self.count <= u64::from(ddof) {
+            return A::NAN;
+        }
+        self.m2 / A::from_u64(self.count - u64::from(ddof))
+    }
+
+    /// The moments of the union of two sets of values (Chan, Golub & LeVeque 1979):
+    /// `δ = mean_b − mean_a`, `mean = mean_a + δ·n_b/n`, `m2 = m2_a + m2_b + δ²·n_a·n_b/n`.
+    ///
+    /// Exact up to rounding, but each mean was rounded to `A`: merging two `Moments<f32>` whose
+    /// |mean|/σ is large loses about `(ε·|mean|/σ)²` of relative variance to that rounding.
+    /// The kernels avoid it by merging values shifted by a common pilot; so does the streaming
+    /// [`Welford`], which is the way to combine statistics of ill-conditioned parts.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::{welford, Moments};
+    /// let a = welford(&[1.0f32, 2.0, 3.0]);
+    /// let b = welford(&[10.0f32]);
+    /// let m = a.merge(&b);
+    /// assert_eq!((m.count, m.mean), (4, 4.0));
+    /// assert_eq!(m.m2, 62.0);
+    /// ```
+    pub fn merge(&self, other: &Self) -> Self {
+        if other.count == 0 {
+            return *self;
+        }
+        if self.count == 0 {
+            return *other;
+        }
+        let n = self.count + other.count;
+        let wb = other.count as f64 / n as f64;
+        let (mean, m2) = lanes::chan(
+            self.mean,
+            self.m2,
+            other.mean,
+            other.m2,
+            A::from_f64(wb),
+            A::from_f64(self.count as f64 * wb),
+        );
+        // δ overflows only for means of opposite signs near ±A::MAX: weigh them instead.
+        let mean = if mean.is_finite() || !(self.mean.is_finite() && other.mean.is_finite()) {
+            mean
+        } else {
+            self.mean * A::from_f64(1.0 - wb) + other.mean * A::from_f64(wb)
+        };
+        Self { count: n, mean, m2 }
+    }
+
+    /// Standard deviation `sqrt(variance(ddof))`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::moments;
+    /// assert_eq!(moments(&[1.0f32, 3.0]).std(0), 1.0);
+    /// ```
+    pub fn std(&self, ddof: u32) -> A {
+        self.variance(ddof).sqrt()
+    }
+
+    /// NaN statistics over `count` values (a NaN or ±∞ was among them).
+    pub(crate) fn nan(count: u64) -> Self {
+        Self {
+            count,
+            mean: A::NAN,
+            m2: A::NAN,
+        }
+    }
+
+    /// Moments of `x` from those of `y = x·2^k − p`.
+    #[inline]
+    pub(crate) fn unshift(self, p: A, k: i32) -> Self {
+        let u = A::exp2i(-k);
+        Self {
+            count: self.count,
+            mean: (p + self.mean) * u,
+            m2: lanes::non_negative(self.m2) * u * u,
+        }
+    }
+
+    /// A fast-path result that must be recomputed: not finite, or so small that squares may
+    /// have underflowed.
+    #[inline]
+    pub(crate) fn needs_rescue(&self) -> bool {
+        let tiny = A::MIN_POSITIVE / A::EPSILON * A::from_u64(self.count);
+        !(self.mean.is_finite() && self.m2.is_finite()) || self.m2 < tiny
+    }
+}
+
+/// What the rescue does with a slice whose largest magnitude is `amax` (NaN if it holds one).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rescue {
+    /// A NaN or ±∞ is among the values: NaN statistics.
+    Nan,
+    /// Recompute the moments of `x·2^k`.
+    Scale(i32),
+}
+
+impl Rescue {
+    pub(crate) fn plan<A: Float>(amax: A) -> Self {
+        if !amax.is_finite() {
+            return Rescue::Nan;
+        }
+        if amax == A::ZERO {
+            return Rescue::Scale(0);
+        }
+        let lim = A::MAX.exponent() - 1;
+        Rescue::Scale((-amax.exponent()).clamp(-lim, lim))
+    }
+}
+
+/// `max(a, |v|)`, NaN if either is NaN.
+#[inline]
+pub(crate) fn max_abs_scalar<A: Float>(a: A, v: A) -> A {
+    let v = v.abs();
+    if v.is_nan() || a.is_nan() {
+        A::NAN
+    } else if v > a {
+        v
+    } else {
+        a
+    }
+}
+
+/// Largest magnitude in `x`; non-finite if `x` holds a NaN or ±∞.
+fn max_abs<T: Element>(x: &[T]) -> T::Acc {
+    let zero = <T::Acc as Float>::V::ZERO;
+    let acc = lanes::sweep(x, zero, |a, v, lanes| {
+        *a = a.max_nan(lanes.keep::<T::Acc>(v.abs()));
+    });
+    let mut m = T::Acc::ZERO;
+    for v in acc {
+        for l in v.to_array().as_ref() {
+            m = max_abs_scalar(m, *l);
+        }
+    }
+    m
+}
+
+/// Runs `kernel(x, s, p)` (moments of `x·s − p`) with the pilot shift and the rescue.
+#[inline]
+fn estimate<T: Element>(
+    x: &[T],
+    kernel: impl Fn(&[T], T::Acc, T::Acc) -> Moments<T::Acc>,
+) -> Moments<T::Acc> {
+    let Some(first) = x.first() else {
+        return Moments::EMPTY;
+    };
+    let p = first.to_acc();
+    let m = kernel(x, T::Acc::ONE, p).unshift(p, 0);
+    if !m.needs_rescue() {
+        return m;
+    }
+    match Rescue::plan(max_abs(x)) {
+        Rescue::Nan => Moments::nan(m.count),
+        Rescue::Scale(k) => {
+            let s = T::Acc::exp2i(k);
+            kernel(x, s, p * s).unshift(p * s, k)
+        }
+    }
+}
+
+/// Mean and variance by shifted Welford, vectorized (see `welford.rs` for the algorithm).
+///
+/// Single pass, no division in the hot loop; leaves of 2048 values merged by a fixed pairwise
+/// Chan tree, parallel on the current rayon pool for long slices. Empty `x` gives
+/// [`Moments::EMPTY`]; a NaN or ±∞ gives NaN mean and m2.
+///
+/// # Example
+/// ```
+/// let m = simdnorm::welford(&[1.0e6f32 + 1.0, 1.0e6 + 2.0, 1.0e6 + 3.0]);
+/// assert_eq!(m.mean, 1.0e6 + 2.0);
+/// assert_eq!(m.variance(1), 1.0);
+/// ```
+pub fn welford<T: Element>(x: &[T]) -> Moments<T::Acc> {
+    estimate(x, |x, s, p| {
+        par::reduce_blocks(x, &|b| welford::block(b, s, p), &|a, b| a.merge(&b))
+    })
+}
+
+/// Mean and variance by the corrected two-pass algorithm (Chan, Golub & LeVeque 1983) over the
+/// whole slice: one pass for the mean, one for `Σd` and `Σd²`, `m2 = Σd² − (Σd)²/n`.
+///
+/// Reads `x` twice; see [`moments`] for the single-pass blocked form. Empty `x` gives
+/// [`Moments::EMPTY`]; a NaN or ±∞ gives NaN mean and m2.
+///
+/// # Example
+/// ```
+/// let x: Vec<f64> = (0..1000).map(f64::from).collect();
+/// let m = simdnorm::two_pass(&x);
+/// assert_eq!(m.mean, 499.5);
+/// assert_eq!(m.variance(0), (1000.0f64 * 1000.0 - 1.0) / 12.0); // (n² − 1)/12
+/// ```
+pub fn two_pass<T: Element>(x: &[T]) -> Moments<T::Acc> {
+    estimate(x, two_pass::whole)
+}
+
+/// Mean and variance by the recommended method for the size of `x`.
+///
+/// Up to `tuning::TWO_PASS_MAX` values this is [`two_pass`] (one block: both methods are the
+/// same code). Beyond, it is the blocked two-pass: each leaf of 2048 values (8 KiB of f32) is
+/// read from memory once by its first pass and from L1 by its second, and leaves are merged by
+/// the pairwise Chan tree, so the slice is read once. Measured on Zen 4 (BENCHMARKS.md), the
+/// blocked form is as fast as or faster than the whole-slice two-pass at every size from 4096
+/// values up, hence the crossover at one block.
+///
+/// # Example
+/// ```
+/// let x: Vec<f32> = (0..100_000).map(|i| (i % 7) as f32).collect();
+/// let m = simdnorm::moments(&x);
+/// assert_eq!(m.count, 100_000);
+/// assert!((m.mean - 2.99997).abs() < 1e-5);
+/// ```
+pub fn moments<T: Element>(x: &[T]) -> Moments<T::Acc> {
+    estimate(x, |x, s, p| {
+        if x.len() <= tuning::TWO_PASS_MAX {
+            two_pass::whole(x, s, p)
+        } else {
+            par::reduce_blocks(x, &|b| two_pass::block(b, s, p), &|a, b| a.merge(&b))
+        }
+    })
+}
+
+/// One `Moments` per row of a `(rows, row_len)` matrix: the LayerNorm statistic.
+///
+/// Rows are independent; long matrices are spread over the rayon pool by rows.
+///
+/// # Errors
+/// [`NormError::ZeroLength`] if `row_len == 0`; [`NormError::NotAMultiple`] if `x.len()` is
+/// not a multiple of `row_len`; [`NormError::LengthMismatch`] if `out.len() != rows`.
+/// Nothing is written on `Err`.
+///
+/// # Example
+/// ```
+/// use simdnorm::{row_moments, Moments};
+/// let x = [1.0f32, 3.0, 10.0, 10.0];
+/// let mut out = [Moments::default(); 2];
+/// row_moments(&x, 2, &mut out)?;
+/// assert_eq!((out[0].mean, out[0].variance(0)), (2.0, 1.0));
+/// assert_eq!((out[1].mean, out[1].m2), (10.0, 0.0));
+/// # Ok::<(), simdnorm::NormError>(())
+/// ```
+pub fn row_moments<T: Element>(
+    x: &[T],
+    row_len: usize,
+    out: &mut [Moments<T::Acc>],
+) -> Result<(), NormError> {
+    let rows = rows_of("x", x.len(), row_len)?;
+    check_len("out", rows, out.len())?;
+    let per_task = (tuning::PAR_ELEMS / 8 / row_len).max(1);
+    par::for_each_chunk_mut(out, per_task, x.len() >= tuning::PAR_ELEMS, |i, o| {
+        let first = i * per_task;
+        for (k, m) in o.iter_mut().enumerate() {
+            *m = moments(&x[(first + k) * row_len..][..row_len]);
+        }
+    });
+    Ok(())
+}
+
+/// One `Moments` per column of a `(rows, row_len)` matrix, over its rows: the BatchNorm
+/// statistic of an `(N, C)` input.
+///
+/// Adjacent columns share SIMD lanes and rows are streamed in address order, one read of `x`
+/// (see `columns.rs`). A matrix with no rows gives [`Moments::EMPTY`] for every column.
+///
+/// # Errors
+/// [`NormError::ZeroLength`] if `row_len == 0`; [`NormError::NotAMultiple`] if `x.len()` is
+/// not a multiple of `row_len`; [`NormError::LengthMismatch`] if `out.len() != row_len`.
+/// Nothing is written on `Err`.
+///
+/// # Example
+/// ```
+/// use simdnorm::{col_moments, Moments};
+/// let x = [1.0f64, 10.0,
+///          3.0, 10.0,
+///          5.0, 10.0];
+/// let mut out = [Moments::default(); 2];
+/// col_moments(&x, 2, &mut out)?;
+/// assert_eq!((out[0].mean, out[0].variance(1)), (3.0, 4.0));
+/// assert_eq!((out[1].mean, out[1].m2), (10.0, 0.0));
+/// # Ok::<(), simdnorm::NormError>(())
+/// ```
+pub fn col_moments<T: Element>(
+    x: &[T],
+    row_len: usize,
+    out: &mut [Moments<T::Acc>],
+) -> Result<(), NormError> {
+    let rows = rows_of("x", x.len(), row_len)?;
+    check_len("out", row_len, out.len())?;
+    if rows == 0 {
+        out.fill(Moments::EMPTY);
+    } else if row_len == 1 {
+        out[0] = moments(x);
+    } else {
+        columns::col_moments(x, row_len, rows, out);
+    }
+    Ok(())
+}
+
+/// Streaming mean and variance: push values one at a time, extend by slices, merge states.
+///
+/// Keeps the first value as a pilot and accumulates the moments of `x − pilot`, so it is as
+/// accurate as [`welford`] on ill-conditioned data (|mean| ≫ σ), and merging two states is
+/// exact up to rounding of the deviations. `extend` runs the SIMD Welford kernel.
+///
+/// Limit: values whose deviation from the pilot overflows `A` (|x| near `A::MAX` with mixed
+/// signs) make the state non-finite; [`welford`] rescues that case, the streaming state does
+/// not.
+///
+/// # Example
+/// ```
+/// use simdnorm::Welford;
+/// let mut w = Welford::<f32>::new();
+/// w.push(1.0);
+/// w.extend(&[2.0f32, 3.0]);
+/// let mut other = Welford::new();
+/// other.push(4.0);
+/// w.merge(&other);
+/// let m = w.moments();
+/// assert_eq!((m.count, m.mean, m.m2), (4, 2.5, 5.0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Welford<A> {
+    pilot: A,
+    /// Moments of `x − pilot`; count 0 while empty.
+    shifted: Moments<A>,
+}
+
+impl<A: Float> Default for Welford<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: Float> Welford<A> {
+    /// An empty state.
+    ///
+    /// # Example
+    /// ```
+    /// assert_eq!(simdnorm::Welford::<f64>::new().moments().count, 0);
+    /// ```
+    pub fn new() -> Self {
+        Self {
+            pilot: A::ZERO,
+            shifted: Moments::EMPTY,
+        }
+    }
+
+    /// Adds one value.
+    ///
+    /// # Example
+    /// ```
+    /// let mut w = simdnorm::Welford::new();
+    /// for v in [1.0f64, 2.0, 3.0] { w.push(v) }
+    /// assert_eq!(w.moments().variance(1), 1.0);
+    /// ```
+    pub fn push(&mut self, v: A) {
+        if self.shifted.count == 0 {
+            self.pilot = v;
+            self.shifted = Moments {
+                count: 1,
+                mean: A::ZERO,
+                m2: A::ZERO,
+            };
+            if !v.is_finite() {
+                self.shifted = Moments::nan(1);
+            }
+            return;
+        }
+        let y = v - self.pilot;
+        let m = &mut self.shifted;
+        m.count += 1;
+        let d = y - m.mean;
+        m.mean = m.mean + d / A::from_u64(m.count);
+        m.m2 = d.mul_add(y - m.mean, m.m2);
+    }
+
+    /// Adds a slice of values (SIMD Welford kernel).
+    ///
+    /// # Example
+    /// ```
+    /// let mut w = simdnorm::Welford::new();
+    /// w.extend(&[1.0f32, 2.0, 3.0, 4.0]);
+    /// assert_eq!(w.moments().mean, 2.5);
+    /// ```
+    pub fn extend<T: Element<Acc = A>>(&mut self, x: &[T]) {
+        let Some(first) = x.first() else { return };
+        if self.shifted.count == 0 {
+            self.pilot = first.to_acc();
+        }
+        let pilot = self.pilot;
+        let part = par::reduce_blocks(x, &|b| welford::block(b, A::ONE, pilot), &|a, b| {
+            a.merge(&b)
+        });
+        self.shifted = self.shifted.merge(&part);
+    }
+
+    /// Adds the values summarized by another state.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::Welford;
+    /// let (mut a, mut b) = (Welford::new(), Welford::new());
+    /// a.extend(&[1.0f64, 2.0]);
+    /// b.extend(&[3.0f64, 4.0]);
+    /// a.merge(&b);
+    /// assert_eq!(a.moments().m2, 5.0);
+    /// ```
+    pub fn merge(&mut self, other: &Self) {
+        if self.shifted.count == 0 {
+            *self = *other;
+            return;
+        }
+        let rebased = Moments {
+            mean: other.shifted.mean + (other.pilot - self.pilot),
+            ..other.shifted
+        };
+        self.shifted = self.shifted.merge(&rebased);
+    }
+
+    /// The statistics so far ([`Moments::EMPTY`] when nothing was added). A NaN or ±∞ among
+    /// the values gives NaN mean and m2.
+    ///
+    /// # Example
+    /// ```
+    /// let mut w = simdnorm::Welford::new();
+    /// w.push(f32::NAN);
+    /// w.push(1.0);
+    /// assert!(w.moments().mean.is_nan() && w.moments().m2.is_nan());
+    /// ```
+    pub fn moments(&self) -> Moments<A> {
+        if self.shifted.count == 0 {
+            return Moments::EMPTY;
+        }
+        let m = self.shifted.unshift(self.pilot, 0);
+        if !m.mean.is_finite() || m.m2.is_nan() {
+            return Moments::nan(m.count);
+        }
+        m
+    }
+}

@@ -1,0 +1,94 @@
+//! Corrected two-pass variance (Chan, Golub & LeVeque 1983, eq. 1.7).
+//!
+//! ```text
+//! y = x·s − p                      (s: power-of-two scale, 1 unless rescuing an overflow;
+//!                                   p: the pilot, so y is O(σ) even when |mean| ≫ σ)
+//! PASS 1   m = Σ y / n
+//! PASS 2   c = p + m,  d = x·s − c  (one fma; the rounding of c shifts every d by the same
+//!                                   constant, which the correction below removes)
+//!          mean_y = (c − p) + Σd/n,  m2 = Σd² − (Σd)²/n
+//! ```
+//! Sums run in `NACC` vector accumulators (see `lanes::sweep`, which also owns the tail) and
+//! are folded by a fixed pairwise tree.
+//!
+//! * [`block`]: both passes over one slice; for a leaf of `tuning::BLOCK` elements the second
+//!   pass reads from L1, so a slice of blocks merged by Chan's formula is one pass over memory.
+//! * [`whole`]: the textbook form: two passes over the whole slice, each a pairwise tree of
+//!   block sums (`par::reduce_blocks`).
+
+use super::Moments;
+use super::lanes::{lane_sum, non_negative, sweep};
+use crate::element::{Arith, Element, Float, Vector};
+use crate::par;
+
+/// `Σ (x·s − p)`.
+#[inline]
+pub(crate) fn sum<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> T::Acc {
+    let (sv, npv) = (
+        <T::Acc as Float>::V::splat(s),
+        <T::Acc as Float>::V::splat(-p),
+    );
+    let acc = sweep(x, <T::Acc as Float>::V::ZERO, |a, v, lanes| {
+        *a = *a + lanes.keep::<T::Acc>(v.mul_add(sv, npv));
+    });
+    lane_sum::<T::Acc>(acc)
+}
+
+/// `(Σd, Σd²)` with `d = x·s − c`.
+#[inline]
+pub(crate) fn dev_sums<T: Element>(x: &[T], s: T::Acc, c: T::Acc) -> (T::Acc, T::Acc) {
+    let (sv, ncv) = (
+        <T::Acc as Float>::V::splat(s),
+        <T::Acc as Float>::V::splat(-c),
+    );
+    let zero = <T::Acc as Float>::V::ZERO;
+    let acc = sweep(x, (zero, zero), |(a, b), v, lanes| {
+        let d = lanes.keep::<T::Acc>(v.mul_add(sv, ncv));
+        *a = *a + d;
+        *b = d.mul_add(d, *b);
+    });
+    (
+        lane_sum::<T::Acc>(acc.map(|a| a.0)),
+        lane_sum::<T::Acc>(acc.map(|a| a.1)),
+    )
+}
+
+/// The correction step, for scalars and vectors: `(mean_y, m2)` from the pass-2 sums around
+/// `c`, with `inv = 1/n`. `m2` may be a rounding below zero; callers clamp it.
+#[inline(always)]
+pub(crate) fn correct<X: Arith>(p: X, c: X, sd: X, sd2: X, inv: X) -> (X, X) {
+    (
+        sd.mul_add(inv, c - p),
+        (sd * sd).mul_add(X::neg_of(inv), sd2),
+    )
+}
+
+/// [`correct`] for one slice of `n` values, as `Moments`.
+#[inline]
+pub(crate) fn finish<A: Float>(n: usize, p: A, c: A, sd: A, sd2: A) -> Moments<A> {
+    let (mean, m2) = correct(p, c, sd, sd2, A::ONE / A::from_u64(n as u64));
+    Moments {
+        count: n as u64,
+        mean,
+        m2: non_negative(m2),
+    }
+}
+
+/// Moments of `y = x·s − p` over one non-empty slice, both passes over it.
+#[inline]
+pub(crate) fn block<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> {
+    debug_assert!(!x.is_empty());
+    let m = sum(x, s, p) / T::Acc::from_u64(x.len() as u64);
+    let c = p + m;
+    let (sd, sd2) = dev_sums(x, s, c);
+    finish(x.len(), p, c, sd, sd2)
+}
+
+/// Moments of `y = x·s − p` by two passes over the whole non-empty slice.
+pub(crate) fn whole<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> {
+    debug_assert!(!x.is_empty());
+    let total = par::reduce_blocks(x, &|b| sum(b, s, p), &|a, b| a + b);
+    let c = p + total / T::Acc::from_u64(x.len() as u64);
+    let (sd, sd2) = par::reduce_blocks(x, &|b| dev_sums(b, s, c), &|a, b| (a.0 + b.0, a.1 + b.1));
+    finish(x.len(), p, c, sd, sd2)
+}
