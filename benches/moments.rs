@@ -1,1 +1,129 @@
-fn main() {}
+//! Moment kernels against the bandwidth baselines of the same bytes, measured in one run:
+//! `copy` (`copy_from_slice` into a preallocated buffer) and `read` (a read-only XOR fold of
+//! the bits: what a single pass over the data cannot beat). Throughput is in bytes of input.
+//!
+//! `cargo bench --bench moments` (all); `cargo bench --bench moments -- 'f32/100000000'` (one).
+//! Set `SIMDNORM_BENCH_THREADS=1,2` to choose the pool sizes (default 1 and 2).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use wide::u32x16;
+
+use simdnorm::{Moments, col_moments, moments, oracle, two_pass, welford};
+
+/// Read-only pass over the bits of `x`: 4 × 16 lanes of XOR, so it runs at load bandwidth.
+fn xor_fold(x: &[f32]) -> u32 {
+    let (chunks, tail) = x.as_chunks::<64>();
+    let mut acc = [u32x16::ZERO; 4];
+    for c in chunks {
+        let (q, _) = c.as_chunks::<16>();
+        for (a, v) in acc.iter_mut().zip(q) {
+            *a ^= u32x16::new(v.map(f32::to_bits));
+        }
+    }
+    let v = (acc[0] ^ acc[1] ^ acc[2] ^ acc[3]).to_array();
+    v.iter().fold(0, |a, b| a ^ b) ^ tail.iter().fold(0, |a, t| a ^ t.to_bits())
+}
+
+fn threads() -> Vec<usize> {
+    std::env::var("SIMDNORM_BENCH_THREADS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2])
+}
+
+fn pool(t: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .unwrap()
+}
+
+/// Runs `f` in pool `p`. Inputs below the parallel threshold never reach rayon, so they run
+/// directly: `install` costs microseconds, more than a 4096-value kernel.
+fn run<R: Send>(p: &rayon::ThreadPool, n: usize, f: impl FnOnce() -> R + Send) -> R {
+    if n < simdnorm::tuning::PAR_ELEMS {
+        f()
+    } else {
+        p.install(f)
+    }
+}
+
+fn data(n: usize) -> Vec<f32> {
+    let mut s = 0x1234_5678_u32;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            1.0e4 + (s as f32 / u32::MAX as f32 - 0.5)
+        })
+        .collect()
+}
+
+fn bench_1d(c: &mut Criterion) {
+    for &n in &[4096usize, 100_000, 1_000_000, 100_000_000] {
+        let x = data(n);
+        let mut dst = vec![0.0f32; n];
+        for t in threads() {
+            let p = pool(t);
+            let mut g = c.benchmark_group(format!("moments/f32/{n}/threads{t}"));
+            g.throughput(Throughput::Bytes((n * 4) as u64));
+            if n >= 1_000_000 {
+                g.sample_size(10);
+            }
+            g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
+            g.bench_function("read", |b| b.iter(|| xor_fold(black_box(&x))));
+            if n <= 1_000_000 && t == 1 {
+                g.bench_function("oracle", |b| b.iter(|| oracle::moments(black_box(&x))));
+            }
+            g.bench_function("welford", |b| {
+                b.iter(|| run(&p, n, || welford(black_box(&x))))
+            });
+            g.bench_function("two_pass", |b| {
+                b.iter(|| run(&p, n, || two_pass(black_box(&x))))
+            });
+            g.bench_function("moments", |b| {
+                b.iter(|| run(&p, n, || moments(black_box(&x))))
+            });
+            g.finish();
+        }
+    }
+    let n = 1_000_000;
+    let x: Vec<f64> = data(n).iter().map(|&v| v as f64).collect();
+    let mut dst = vec![0.0f64; n];
+    let mut g = c.benchmark_group(format!("moments/f64/{n}/threads1"));
+    g.throughput(Throughput::Bytes((n * 8) as u64));
+    g.sample_size(20);
+    g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
+    g.bench_function("moments", |b| b.iter(|| moments(black_box(&x))));
+    g.bench_function("welford", |b| b.iter(|| welford(black_box(&x))));
+    g.finish();
+}
+
+fn bench_cols(c: &mut Criterion) {
+    let (rows, cols) = (65536usize, 256usize);
+    let x = data(rows * cols);
+    let mut dst = vec![0.0f32; x.len()];
+    let mut out = vec![Moments::<f32>::default(); cols];
+    for t in threads() {
+        let p = pool(t);
+        let mut g = c.benchmark_group(format!("col_moments/f32/{rows}x{cols}/threads{t}"));
+        g.throughput(Throughput::Bytes((x.len() * 4) as u64));
+        g.sample_size(10);
+        g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
+        g.bench_function("read", |b| b.iter(|| xor_fold(black_box(&x))));
+        if t == 1 {
+            g.bench_function(BenchmarkId::new("oracle", "strided"), |b| {
+                b.iter(|| oracle::col_moments(black_box(&x), cols))
+            });
+        }
+        g.bench_function("simd", |b| {
+            b.iter(|| p.install(|| col_moments(black_box(&x), cols, &mut out).unwrap()))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench_1d, bench_cols);
+criterion_main!(benches);

@@ -54,7 +54,7 @@ pub trait Vector<A: Float>: Arith + Send + Sync + Debug {
     fn max_nan(self, other: Self) -> Self;
 }
 
-/// An accumulator type: `f32` or `f64` (sealed).
+/// An accumulator type: `f32` or `f64` (sealed). Also an [`Element`] (its own accumulator).
 ///
 /// Statistics are accumulated and returned in this type.
 ///
@@ -66,6 +66,7 @@ pub trait Vector<A: Float>: Arith + Send + Sync + Debug {
 /// ```
 pub trait Float:
     Arith
+    + Element<Acc = Self>
     + Div<Output = Self>
     + Neg<Output = Self>
     + PartialOrd
@@ -117,7 +118,7 @@ pub trait Float:
 }
 
 /// Number of entries of [`Float::RECIP`]: the most Welford steps one block may take.
-pub(crate) const RECIP_LEN: usize = 64;
+pub(crate) const RECIP_LEN: usize = 256;
 
 const fn recip_f64() -> [f64; RECIP_LEN] {
     let mut t = [0.0; RECIP_LEN];

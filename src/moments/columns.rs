@@ -1,21 +1,21 @@
 //! Column moments of a `(rows, row_len)` matrix: adjacent columns in lanes, rows streamed.
 //!
 //! ```text
-//! for each panel of ≤ COL_PANEL_VECTORS·LANES adjacent columns (pilot p = the first row's
-//! values, scale s = 1 unless rescuing an overflow):
-//!   LEAF (R rows, R·panel bytes ≈ COL_LEAF_BYTES, so pass 2 reads from L1):
-//!     PASS 1  m = Σ_rows (x·s − p) / R            one vector accumulator per vector of columns
-//!     PASS 2  c = p + m, d = x·s − c,  Σd, Σd²    then two_pass::correct, lane-wise
+//! for each panel of ≤ COL_PANEL_VECTORS·LANES adjacent columns (pilot p = per column, the
+//! median of the first, middle and last rows' values, scale s = 1 unless rescuing an overflow):
+//!   LEAF (R ≤ RECIP_LEN rows, R·panel bytes ≈ COL_LEAF_BYTES): shifted Welford down the
+//!        rows, one state (mean, m2) per column, row k of the leaf is step k of every lane:
+//!          y = x·s − p,  δ = y − mean,  mean += δ·(1/k),  m2 += δ·(y − mean)
 //!   TREE: leaves merged by lanes::chan (all lanes have the same count) in the fixed pairwise
 //!         tree of par::reduce, so the result is the same for any thread count.
 //! ```
 //! The panel covers a whole row when `row_len ≤ COL_PANEL_VECTORS·LANES` (256 f32), so a
-//! BatchNorm `(N, C)` input is read once, in address order.
+//! BatchNorm `(N, C)` input is read once, in address order, as one stream (a two-pass leaf
+//! measured 35 % of read bandwidth here: the pause for its second pass starves the prefetcher).
 
 use super::lanes::{chan, sweep_columns};
-use super::two_pass::correct;
 use super::{Moments, Rescue};
-use crate::element::{Arith, Element, Float, Vector};
+use crate::element::{Arith, Element, Float, RECIP_LEN, Vector};
 use crate::par;
 use crate::tuning::{COL_LEAF_BYTES, COL_PANEL_VECTORS as PV, PAR_ELEMS};
 
@@ -43,50 +43,34 @@ impl<T: Element> Cols<'_, T> {
         &self.x[r * self.row_len + self.c0..][..self.w]
     }
 
-    /// LEAF: both passes over rows `r0..r1`.
+    /// LEAF: Welford over rows `r0..r1` (at most `RECIP_LEN`), every column at once: row `k`
+    /// is step `k` of every lane, so all lanes share the count and `1/k` comes from the
+    /// table. The states live in L1 (a whole row of them) and the rows are read once, in
+    /// address order.
     fn leaf(&self, r0: usize, r1: usize, s: &[V<T>; PV], p: &[V<T>; PV]) -> Panel<V<T>> {
+        debug_assert!(r1 - r0 <= RECIP_LEN);
         let zero = V::<T>::ZERO;
-        let np = p.map(V::<T>::neg_of);
-        let mut acc = [(zero, 0usize); PV];
-        for (a, i) in acc.iter_mut().zip(0..) {
-            a.1 = i;
+        let mut state = [(zero, zero, zero, zero); PV];
+        for (st, (sv, pv)) in state.iter_mut().zip(s.iter().zip(p)) {
+            *st = (zero, zero, *sv, V::<T>::neg_of(*pv));
         }
-        // PASS 1
-        for r in r0..r1 {
-            sweep_columns(self.row(r), &mut acc, |(a, i), v, lanes| {
-                *a = *a + lanes.keep::<T::Acc>(v.mul_add(s[*i], np[*i]));
-            });
-        }
-        let inv = T::Acc::ONE / T::Acc::from_u64((r1 - r0) as u64);
-        let invv = V::<T>::splat(inv);
-        let mut c = [zero; PV];
-        let mut dev = [(zero, zero, zero, 0usize); PV];
-        for i in 0..PV {
-            c[i] = acc[i].0.mul_add(invv, p[i]);
-            dev[i] = (zero, zero, V::<T>::neg_of(c[i]), i);
-        }
-        // PASS 2 (from L1)
-        for r in r0..r1 {
-            sweep_columns(self.row(r), &mut dev, |(a, b, nc, i), v, lanes| {
-                let d = lanes.keep::<T::Acc>(v.mul_add(s[*i], *nc));
-                *a = *a + d;
-                *b = d.mul_add(d, *b);
-            });
-        }
-        let mut out = Panel {
+        let rows = (r0..r1).zip(T::Acc::RECIP).map(|(r, k)| (self.row(r), *k));
+        sweep_columns(rows, &mut state, |(mean, m2, sv, np), v, k| {
+            let y = v.mul_add(*sv, *np);
+            let d = y - *mean;
+            *mean = d.mul_add(V::<T>::splat(k), *mean);
+            *m2 = d.mul_add(y - *mean, *m2);
+        });
+        Panel {
             count: (r1 - r0) as u64,
-            mean: [zero; PV],
-            m2: [zero; PV],
-        };
-        for i in 0..PV {
-            (out.mean[i], out.m2[i]) = correct(p[i], c[i], dev[i].0, dev[i].1, invv);
+            mean: state.map(|st| st.0),
+            m2: state.map(|st| st.1),
         }
-        out
     }
 
     /// TREE: the whole panel for per-lane scale `s` and pilot `p`.
     fn moments(&self, rows: usize, s: &[V<T>; PV], p: &[V<T>; PV]) -> Panel<V<T>> {
-        let per_leaf = (COL_LEAF_BYTES / (self.w * size_of::<T>())).max(1);
+        let per_leaf = (COL_LEAF_BYTES / (self.w * size_of::<T>())).clamp(1, RECIP_LEN);
         let leaves = rows.div_ceil(per_leaf);
         let par_leaves = (PAR_ELEMS / (per_leaf * self.w)).max(2);
         par::reduce(
@@ -99,7 +83,7 @@ impl<T: Element> Cols<'_, T> {
                 let w = V::<T>::splat(T::Acc::from_f64(a.count as f64 * b.count as f64 / n));
                 let mut out = a;
                 out.count += b.count;
-                for i in 0..PV {
+                for i in 0..self.w.div_ceil(T::Acc::LANES) {
                     (out.mean[i], out.m2[i]) = chan(a.mean[i], a.m2[i], b.mean[i], b.m2[i], wb, w);
                 }
                 out
@@ -143,8 +127,10 @@ fn panel_moments<T: Element>(cols: &Cols<'_, T>, rows: usize, out: &mut [Moments
     let one = V::<T>::splat(T::Acc::ONE);
     let mut s = [one; PV];
     let mut p = [V::<T>::ZERO; PV];
-    for (j, v) in cols.row(0).iter().enumerate() {
-        set_lane(&mut p, j, v.to_acc());
+    // Pilot: per column, the median of the first, middle and last rows (see `pilot_of`).
+    for j in 0..out.len() {
+        let column = [cols.row(0)[j], cols.row(rows / 2)[j], cols.row(rows - 1)[j]];
+        set_lane(&mut p, j, super::pilot_of(&column));
     }
     let fast = cols.moments(rows, &s, &p);
     let mut rescue = false;

@@ -4,7 +4,7 @@
 //!   whole chunks, then the tail (fewer than `LANES` elements) loaded by `load_partial` and
 //!   masked by [`Lanes::keep`]. Every SIMD reduction of the crate over a contiguous slice is a
 //!   closure handed to it.
-//! * [`sweep_columns`]: the same over one row segment, accumulator `i` for vector `i`.
+//! * [`sweep_columns`]: the same over row segments, accumulator `i` for vector `i`.
 //! * [`lane_sum`]: a fixed pairwise tree over accumulators and lanes.
 //! * [`chan`] and [`fold_equal`]: the Chan, Golub & LeVeque merge, written once for scalars
 //!   and vectors; [`fold_equal`] folds states of equal count (accumulators, then lanes).
@@ -62,25 +62,25 @@ pub(crate) fn sweep<T: Element, S: Copy>(
     acc
 }
 
-/// Runs `f(acc[i], vector i, lanes)` for the vectors of one row segment, `acc[i]` being the
-/// accumulator of columns `i·LANES..`: the column-wise loop (`col_moments`), with the same
-/// tail as [`sweep`]. `acc` must have at least `x.len().div_ceil(LANES)` entries.
+/// Runs `f(acc[i], vector i, e)` over the vectors of each row segment, `acc[i]` being the
+/// state of columns `i·LANES..` (the column-wise loop of `col_moments`); `e` is the value the
+/// row iterator pairs with the segment. A tail vector is zero-filled by the same
+/// `load_partial` as [`sweep`]'s; column states are per lane, so its spare lanes need no mask
+/// (their results are never read).
 #[inline(always)]
-pub(crate) fn sweep_columns<T: Element, S>(
-    x: &[T],
+pub(crate) fn sweep_columns<'a, T: Element, S, E: Copy>(
+    rows: impl Iterator<Item = (&'a [T], E)>,
     acc: &mut [S],
-    mut f: impl FnMut(&mut S, <T::Acc as Float>::V, Lanes),
+    mut f: impl FnMut(&mut S, <T::Acc as Float>::V, E),
 ) {
-    let (chunks, tail) = T::as_chunks(x);
-    for (a, c) in acc.iter_mut().zip(chunks) {
-        f(a, T::load(c), Lanes::All);
-    }
-    if !tail.is_empty() {
-        f(
-            &mut acc[chunks.len()],
-            load_partial(tail),
-            Lanes::First(tail.len()),
-        );
+    for (r, e) in rows {
+        let (chunks, tail) = T::as_chunks(r);
+        for (s, c) in acc.iter_mut().zip(chunks) {
+            f(s, T::load(c), e);
+        }
+        if let (false, Some(s)) = (tail.is_empty(), acc.get_mut(chunks.len())) {
+            f(s, load_partial(tail), e);
+        }
     }
 }
 

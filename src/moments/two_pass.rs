@@ -11,10 +11,10 @@
 //! Sums run in `NACC` vector accumulators (see `lanes::sweep`, which also owns the tail) and
 //! are folded by a fixed pairwise tree.
 //!
-//! * [`block`]: both passes over one slice; for a leaf of `tuning::BLOCK` elements the second
-//!   pass reads from L1, so a slice of blocks merged by Chan's formula is one pass over memory.
-//! * [`whole`]: the textbook form: two passes over the whole slice, each a pairwise tree of
-//!   block sums (`par::reduce_blocks`).
+//! * [`block`]: both passes over one short slice (Welford's tail: fewer than `NACC·LANES`
+//!   values, where Welford steps cannot fill the vectors).
+//! * [`whole`]: the public `two_pass`: two passes over the whole slice, each a pairwise tree
+//!   of block sums (`par::reduce_blocks`).
 
 use super::Moments;
 use super::lanes::{lane_sum, non_negative, sweep};
@@ -53,24 +53,14 @@ pub(crate) fn dev_sums<T: Element>(x: &[T], s: T::Acc, c: T::Acc) -> (T::Acc, T:
     )
 }
 
-/// The correction step, for scalars and vectors: `(mean_y, m2)` from the pass-2 sums around
-/// `c`, with `inv = 1/n`. `m2` may be a rounding below zero; callers clamp it.
-#[inline(always)]
-pub(crate) fn correct<X: Arith>(p: X, c: X, sd: X, sd2: X, inv: X) -> (X, X) {
-    (
-        sd.mul_add(inv, c - p),
-        (sd * sd).mul_add(X::neg_of(inv), sd2),
-    )
-}
-
-/// [`correct`] for one slice of `n` values, as `Moments`.
+/// The correction step: moments of `y` from the pass-2 sums around `c`.
 #[inline]
 pub(crate) fn finish<A: Float>(n: usize, p: A, c: A, sd: A, sd2: A) -> Moments<A> {
-    let (mean, m2) = correct(p, c, sd, sd2, A::ONE / A::from_u64(n as u64));
+    let inv = A::ONE / A::from_u64(n as u64);
     Moments {
         count: n as u64,
-        mean,
-        m2: non_negative(m2),
+        mean: sd.mul_add(inv, c - p),
+        m2: non_negative((sd * sd).mul_add(-inv, sd2)),
     }
 }
 
