@@ -2,6 +2,9 @@
 //! `copy` (`copy_from_slice` into a preallocated buffer) and `read` (a read-only XOR fold of
 //! the bits: what a single pass over the data cannot beat). Throughput is in bytes of input.
 //!
+//! With more than one thread the `read` baseline is itself split over the pool (the fair
+//! ceiling of a parallel reduction); `copy` stays `copy_from_slice` on the caller's thread.
+//!
 //! `cargo bench --bench moments` (all); `cargo bench --bench moments -- 'f32/100000000'` (one).
 //! Set `SIMDNORM_BENCH_THREADS=1,2` to choose the pool sizes (default 1 and 2).
 
@@ -23,6 +26,19 @@ fn xor_fold(x: &[f32]) -> u32 {
     }
     let v = (acc[0] ^ acc[1] ^ acc[2] ^ acc[3]).to_array();
     v.iter().fold(0, |a, b| a ^ b) ^ tail.iter().fold(0, |a, t| a ^ t.to_bits())
+}
+
+/// The read baseline with `t` threads: the fold split over the pool in 1 MiB pieces.
+fn read(p: &rayon::ThreadPool, t: usize, x: &[f32]) -> u32 {
+    use rayon::prelude::*;
+    if t == 1 {
+        return xor_fold(x);
+    }
+    p.install(|| {
+        x.par_chunks(1 << 18)
+            .map(xor_fold)
+            .reduce(|| 0, |a, b| a ^ b)
+    })
 }
 
 fn threads() -> Vec<usize> {
@@ -73,7 +89,7 @@ fn bench_1d(c: &mut Criterion) {
                 g.sample_size(10);
             }
             g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
-            g.bench_function("read", |b| b.iter(|| xor_fold(black_box(&x))));
+            g.bench_function("read", |b| b.iter(|| read(&p, t, black_box(&x))));
             if n <= 1_000_000 && t == 1 {
                 g.bench_function("oracle", |b| b.iter(|| oracle::moments(black_box(&x))));
             }
@@ -112,7 +128,7 @@ fn bench_cols(c: &mut Criterion) {
         g.throughput(Throughput::Bytes((x.len() * 4) as u64));
         g.sample_size(10);
         g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
-        g.bench_function("read", |b| b.iter(|| xor_fold(black_box(&x))));
+        g.bench_function("read", |b| b.iter(|| read(&p, t, black_box(&x))));
         if t == 1 {
             g.bench_function(BenchmarkId::new("oracle", "strided"), |b| {
                 b.iter(|| oracle::col_moments(black_box(&x), cols))

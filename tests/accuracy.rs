@@ -8,7 +8,13 @@ mod common;
 use common::*;
 use simdnorm::{Element, Moments, Welford, moments, oracle, two_pass, welford};
 
-const METHODS: [&str; 5] = ["welford", "two_pass", "moments", "Welford::extend", "Welford::push"];
+const METHODS: [&str; 5] = [
+    "welford",
+    "two_pass",
+    "moments",
+    "Welford::extend",
+    "Welford::push",
+];
 
 fn run<T: Element>(x: &[T]) -> [Moments<T::Acc>; 5] {
     let mut e = Welford::new();
@@ -17,7 +23,13 @@ fn run<T: Element>(x: &[T]) -> [Moments<T::Acc>; 5] {
     for v in x {
         p.push(v.to_acc());
     }
-    [welford(x), two_pass(x), moments(x), e.moments(), p.moments()]
+    [
+        welford(x),
+        two_pass(x),
+        moments(x),
+        e.moments(),
+        p.moments(),
+    ]
 }
 
 /// Worst (variance, mean) relative errors per method over the data sets of one size.
@@ -44,8 +56,16 @@ fn check<T: Element>(name: &str, bars: [(usize, f64); 2], mean_bar: f64, scales:
         let w = worst::<T>(n, scales, name);
         for (i, (v, m)) in w.iter().enumerate() {
             println!("| {name} | {n:.0e} | {} | {v:.1e} | {m:.1e} |", METHODS[i]);
-            assert!(*v <= bar, "{name} n={n} {}: variance error {v:e} > {bar:e}", METHODS[i]);
-            assert!(*m <= mean_bar, "{name} n={n} {}: mean error {m:e} > {mean_bar:e}", METHODS[i]);
+            assert!(
+                *v <= bar,
+                "{name} n={n} {}: variance error {v:e} > {bar:e}",
+                METHODS[i]
+            );
+            assert!(
+                *m <= mean_bar,
+                "{name} n={n} {}: mean error {m:e} > {mean_bar:e}",
+                METHODS[i]
+            );
         }
     }
 }
@@ -56,10 +76,20 @@ fn f32_bars() {
     // checked by `errors`), the mean is; σ = 1e±15 are representable and must meet the bar.
     // The streaming Welford's merges underflow for σ ≲ 1e-17 (documented), so its scales stop
     // above 1e-17 here, as in the tests of the other methods.
-    check::<f32>("f32", [(1_000_000, 2e-6), (10_000_000, 1e-5)], 2e-6, &[-30, -15, 0, 15, 30]);
+    check::<f32>(
+        "f32",
+        [(1_000_000, 2e-6), (10_000_000, 1e-5)],
+        2e-6,
+        &[-30, -15, 0, 15, 30],
+    );
 }
 
 #[test]
 fn f64_bars() {
-    check::<f64>("f64", [(1_000_000, 1e-14), (10_000_000, 1e-13)], 1e-14, &[-30, -15, 0, 15, 30]);
+    check::<f64>(
+        "f64",
+        [(1_000_000, 1e-14), (10_000_000, 1e-13)],
+        1e-14,
+        &[-30, -15, 0, 15, 30],
+    );
 }

@@ -2,7 +2,11 @@
 
 use simdnorm::{Moments, NormError, col_moments, row_moments};
 
-const SENTINEL: Moments<f32> = Moments { count: 77, mean: -5.0, m2: -6.0 };
+const SENTINEL: Moments<f32> = Moments {
+    count: 77,
+    mean: -5.0,
+    m2: -6.0,
+};
 
 #[test]
 fn row_and_col_moments_reject_bad_shapes_without_writing() {
@@ -13,7 +17,16 @@ fn row_and_col_moments_reject_bad_shapes_without_writing() {
         // (x length, row_len, out length, expected error)
         let cases = [
             (12, 0, 0, NormError::ZeroLength { arg: "row_len" }),
-            (12, 5, 2, NormError::NotAMultiple { arg: "x", len: 12, row_len: 5 }),
+            (
+                12,
+                5,
+                2,
+                NormError::NotAMultiple {
+                    arg: "x",
+                    len: 12,
+                    row_len: 5,
+                },
+            ),
             (0, 0, 0, NormError::ZeroLength { arg: "row_len" }),
         ];
         for (len, row_len, out_len, want) in cases {
@@ -26,13 +39,26 @@ fn row_and_col_moments_reject_bad_shapes_without_writing() {
         for out_len in [0, good - 1, good + 1] {
             let mut out = vec![SENTINEL; out_len];
             let e = f(&x, row_len, &mut out).unwrap_err();
-            assert_eq!(e, NormError::LengthMismatch { arg: "out", expected: good, actual: out_len });
+            assert_eq!(
+                e,
+                NormError::LengthMismatch {
+                    arg: "out",
+                    expected: good,
+                    actual: out_len
+                }
+            );
             assert!(out.iter().all(|m| *m == SENTINEL), "{name} wrote on Err");
-            assert!(e.to_string().contains("`out`"), "message names the argument: {e}");
+            assert!(
+                e.to_string().contains("`out`"),
+                "message names the argument: {e}"
+            );
         }
         let mut out = vec![SENTINEL; good];
         f(&x, row_len, &mut out).unwrap();
-        assert!(out.iter().all(|m| m.count > 0 && m.m2 == 0.0 && m.mean == 1.0));
+        assert!(
+            out.iter()
+                .all(|m| m.count > 0 && m.m2 == 0.0 && m.mean == 1.0)
+        );
     }
 }
 
@@ -41,7 +67,14 @@ fn empty_matrices() {
     // No rows: row_moments writes nothing; col_moments gives EMPTY per column.
     let mut out: Vec<Moments<f64>> = vec![];
     row_moments::<f64>(&[], 3, &mut out).unwrap();
-    let mut out = vec![Moments { count: 1, mean: 0.0f64, m2: 0.0 }; 3];
+    let mut out = vec![
+        Moments {
+            count: 1,
+            mean: 0.0f64,
+            m2: 0.0
+        };
+        3
+    ];
     col_moments::<f64>(&[], 3, &mut out).unwrap();
     assert!(out.iter().all(|m| m.count == 0 && m.mean.is_nan()));
 }
@@ -49,12 +82,23 @@ fn empty_matrices() {
 #[test]
 fn errors_display_and_compare() {
     let all = [
-        NormError::LengthMismatch { arg: "y", expected: 3, actual: 4 },
-        NormError::NotAMultiple { arg: "x", len: 7, row_len: 2 },
+        NormError::LengthMismatch {
+            arg: "y",
+            expected: 3,
+            actual: 4,
+        },
+        NormError::NotAMultiple {
+            arg: "x",
+            len: 7,
+            row_len: 2,
+        },
         NormError::ZeroLength { arg: "row_len" },
         NormError::InvalidEps(-1.0),
         NormError::InvalidMomentum(2.0),
-        NormError::InvalidGroups { groups: 3, channels: 4 },
+        NormError::InvalidGroups {
+            groups: 3,
+            channels: 4,
+        },
         NormError::TooFewValues { per_channel: 1 },
     ];
     for (i, e) in all.iter().enumerate() {

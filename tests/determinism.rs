@@ -36,10 +36,16 @@ fn identical_bits_for_1_2_3_8_threads() {
     let x = gaussian::<f32>(&mut rng, 3_000_017, 1.0e3, 1.0);
     let serial = all(&x);
     for threads in [1usize, 2, 3, 8] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let got = pool.install(|| all(&x));
         assert_eq!(got.len(), serial.len());
         let diff = got.iter().zip(&serial).position(|(a, b)| a != b);
-        assert_eq!(diff, None, "{threads} threads differ from the caller's thread at item {diff:?}");
+        assert_eq!(
+            diff, None,
+            "{threads} threads differ from the caller's thread at item {diff:?}"
+        );
     }
 }

@@ -155,6 +155,7 @@ proptest! {
     }
 
     /// Half-precision storage, f32 accumulation: inputs are exact in f32, so the f32 bars hold.
+    #[cfg(feature = "half")]
     #[test]
     fn half_kernels_match_oracle(d in data_strategy(2, 2)) {
         let (buf, r) = make::<half::f16>(&d);
