@@ -28,10 +28,11 @@ fn xor_fold(x: &[f32]) -> u32 {
     v.iter().fold(0, |a, b| a ^ b) ^ tail.iter().fold(0, |a, t| a ^ t.to_bits())
 }
 
-/// The read baseline with `t` threads: the fold split over the pool in 1 MiB pieces.
+/// The read baseline with `t` threads: the fold split over the pool in 1 MiB pieces (serial
+/// below the kernels' own parallel threshold, as they are).
 fn read(p: &rayon::ThreadPool, t: usize, x: &[f32]) -> u32 {
     use rayon::prelude::*;
-    if t == 1 {
+    if t == 1 || x.len() < simdnorm::tuning::PAR_ELEMS {
         return xor_fold(x);
     }
     p.install(|| {

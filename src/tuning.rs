@@ -32,4 +32,6 @@ pub const COL_LEAF_BYTES: usize = 256 * 1024;
 
 /// Vectors (of `LANES` columns each) in one `col_moments` column panel: 16 × f32x16 = 256
 /// columns, so a (65536, 256) BatchNorm input is streamed row after row, in address order.
+/// Measured on (65536, 256) f32, 1 thread: 8-vector panels (each pass reading every other
+/// 512 B of the rows) take 8.8 ms against 3.0–4.0 ms for whole rows.
 pub const COL_PANEL_VECTORS: usize = 16;
