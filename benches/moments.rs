@@ -113,8 +113,13 @@ fn bench_1d(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((n * 8) as u64));
     g.sample_size(20);
     g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
-    g.bench_function("moments", |b| b.iter(|| moments(black_box(&x))));
-    g.bench_function("welford", |b| b.iter(|| welford(black_box(&x))));
+    let p = pool(1);
+    g.bench_function("moments", |b| {
+        b.iter(|| p.install(|| moments(black_box(&x))))
+    });
+    g.bench_function("welford", |b| {
+        b.iter(|| p.install(|| welford(black_box(&x))))
+    });
     g.finish();
 }
 
