@@ -55,6 +55,11 @@ mod par;
 pub mod tuning;
 
 pub use element::{Arith, Element, Float, Vector};
+
+/// README.md's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use error::NormError;
 pub use moments::{Moments, Welford, col_moments, moments, row_moments, two_pass, welford};
 
