@@ -10,23 +10,11 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use wide::u32x16;
+
+mod support;
+use support::{data, xor_fold};
 
 use simdnorm::{Moments, col_moments, moments, oracle, two_pass, welford};
-
-/// Read-only pass over the bits of `x`: 4 × 16 lanes of XOR, so it runs at load bandwidth.
-fn xor_fold(x: &[f32]) -> u32 {
-    let (chunks, tail) = x.as_chunks::<64>();
-    let mut acc = [u32x16::ZERO; 4];
-    for c in chunks {
-        let (q, _) = c.as_chunks::<16>();
-        for (a, v) in acc.iter_mut().zip(q) {
-            *a ^= u32x16::new(v.map(f32::to_bits));
-        }
-    }
-    let v = (acc[0] ^ acc[1] ^ acc[2] ^ acc[3]).to_array();
-    v.iter().fold(0, |a, b| a ^ b) ^ tail.iter().fold(0, |a, t| a ^ t.to_bits())
-}
 
 /// The read baseline with `t` threads: the fold split over the pool in 1 MiB pieces (serial
 /// below the kernels' own parallel threshold, as they are).
@@ -64,18 +52,6 @@ fn run<R: Send>(p: &rayon::ThreadPool, n: usize, f: impl FnOnce() -> R + Send) -
     } else {
         p.install(f)
     }
-}
-
-fn data(n: usize) -> Vec<f32> {
-    let mut s = 0x1234_5678_u32;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            1.0e4 + (s as f32 / u32::MAX as f32 - 0.5)
-        })
-        .collect()
 }
 
 fn bench_1d(c: &mut Criterion) {

@@ -11,6 +11,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{data, xor_fold};
+
 use simdnorm::{Moments, col_moments, moments, row_moments, two_pass, welford};
 
 struct Opts {
@@ -60,32 +64,6 @@ fn median(reps: usize, mut f: impl FnMut()) -> Duration {
         .collect();
     t.sort();
     t[t.len() / 2]
-}
-
-/// Read-only pass: 64 lanes of XOR over the bits.
-fn xor_fold(x: &[f32]) -> u32 {
-    let (chunks, tail) = x.as_chunks::<64>();
-    let mut acc = [0u32; 64];
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a ^= v.to_bits();
-        }
-    }
-    acc.iter()
-        .chain(&tail.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
-        .fold(0, |a, b| a ^ b)
-}
-
-fn data(n: usize) -> Vec<f32> {
-    let mut s = 0x9E37_79B9_u32;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            1.0e4 + (s as f32 / u32::MAX as f32 - 0.5)
-        })
-        .collect()
 }
 
 struct Row {

@@ -282,47 +282,33 @@ pub trait Element: Copy + Send + Sync + Debug + PartialEq + 'static + sealed::Se
     fn load(c: &Self::Chunk) -> <Self::Acc as Float>::V;
 }
 
-impl Element for f32 {
-    type Acc = f32;
-    type Chunk = [f32; 16];
-    #[inline(always)]
-    fn to_acc(self) -> f32 {
-        self
-    }
-    #[inline(always)]
-    fn from_acc(a: f32) -> Self {
-        a
-    }
-    #[inline(always)]
-    fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
-        x.as_chunks()
-    }
-    #[inline(always)]
-    fn load(c: &Self::Chunk) -> f32x16 {
-        f32x16::new(*c)
-    }
+macro_rules! impl_native {
+    ($t:ty, $v:ty, $lanes:expr) => {
+        impl Element for $t {
+            type Acc = $t;
+            type Chunk = [$t; $lanes];
+            #[inline(always)]
+            fn to_acc(self) -> $t {
+                self
+            }
+            #[inline(always)]
+            fn from_acc(a: $t) -> Self {
+                a
+            }
+            #[inline(always)]
+            fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
+                x.as_chunks()
+            }
+            #[inline(always)]
+            fn load(c: &Self::Chunk) -> $v {
+                <$v>::new(*c)
+            }
+        }
+    };
 }
 
-impl Element for f64 {
-    type Acc = f64;
-    type Chunk = [f64; 8];
-    #[inline(always)]
-    fn to_acc(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn from_acc(a: f64) -> Self {
-        a
-    }
-    #[inline(always)]
-    fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
-        x.as_chunks()
-    }
-    #[inline(always)]
-    fn load(c: &Self::Chunk) -> f64x8 {
-        f64x8::new(*c)
-    }
-}
+impl_native!(f32, f32x16, 16);
+impl_native!(f64, f64x8, 8);
 
 macro_rules! impl_half {
     ($t:ty) => {
