@@ -280,6 +280,10 @@ pub trait Element: Copy + Send + Sync + Debug + PartialEq + 'static + sealed::Se
     fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]);
     /// Loads one chunk into a vector of the accumulator type.
     fn load(c: &Self::Chunk) -> <Self::Acc as Float>::V;
+    /// Splits `x` into whole chunks and the remainder, mutably.
+    fn as_chunks_mut(x: &mut [Self]) -> (&mut [Self::Chunk], &mut [Self]);
+    /// Stores a vector into one chunk, rounding each lane once to this type.
+    fn store(v: <Self::Acc as Float>::V, c: &mut Self::Chunk);
 }
 
 macro_rules! impl_native {
@@ -302,6 +306,14 @@ macro_rules! impl_native {
             #[inline(always)]
             fn load(c: &Self::Chunk) -> $v {
                 <$v>::new(*c)
+            }
+            #[inline(always)]
+            fn as_chunks_mut(x: &mut [Self]) -> (&mut [Self::Chunk], &mut [Self]) {
+                x.as_chunks_mut()
+            }
+            #[inline(always)]
+            fn store(v: $v, c: &mut Self::Chunk) {
+                *c = v.to_array();
             }
         }
     };
@@ -332,6 +344,14 @@ macro_rules! impl_half {
             fn load(c: &Self::Chunk) -> f32x16 {
                 f32x16::new(c.map(<$t>::to_f32))
             }
+            #[inline(always)]
+            fn as_chunks_mut(x: &mut [Self]) -> (&mut [Self::Chunk], &mut [Self]) {
+                x.as_chunks_mut()
+            }
+            #[inline(always)]
+            fn store(v: f32x16, c: &mut Self::Chunk) {
+                *c = v.to_array().map(<$t>::from_f32);
+            }
         }
     };
 }
@@ -354,6 +374,20 @@ pub(crate) fn load_partial<T: Element>(x: &[T]) -> <T::Acc as Float>::V {
         *d = s.to_acc();
     }
     Vector::from_array(a)
+}
+
+/// Stores the first `x.len() < LANES` lanes of `v` into `x`: the partial store matching
+/// [`load_partial`].
+#[inline]
+pub(crate) fn store_partial<T: Element>(v: <T::Acc as Float>::V, x: &mut [T]) {
+    debug_assert!(
+        x.len() < T::Acc::LANES,
+        "partial store of {} elements",
+        x.len()
+    );
+    for (d, s) in x.iter_mut().zip(v.to_array().as_ref()) {
+        *d = T::from_acc(*s);
+    }
 }
 
 /// Zeroes lanes `n..` of `v` (the tail mask).

@@ -181,6 +181,92 @@ pub fn col_moments<T: Element>(x: &[T], row_len: usize) -> Vec<RefMoments> {
         .collect()
 }
 
+/// Reference LayerNorm of a `(rows, row_len)` matrix in f64: `(y, mean, rstd)` with
+/// `rstd = 1/sqrt(var + eps)` (biased variance; 0 when `var + eps == 0`, the row then
+/// normalizing to 0), `y = (x − mean)·rstd·w + b`. `w`, `b`: `row_len` values or empty.
+///
+/// # Example
+/// ```
+/// let (y, mean, rstd) = simdnorm::oracle::layer_norm(&[1.0f32, 3.0], 2, &[], &[], 0.0);
+/// assert_eq!((y, mean, rstd), (vec![-1.0, 1.0], vec![2.0], vec![1.0]));
+/// ```
+pub fn layer_norm<T: Element>(
+    x: &[T],
+    row_len: usize,
+    w: &[T],
+    b: &[T],
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut y, mut means, mut rstds) = (Vec::new(), Vec::new(), Vec::new());
+    for row in x.chunks(row_len) {
+        let m = moments(row);
+        let var = m.m2 / row.len() as f64;
+        let rstd = if var + eps == 0.0 {
+            0.0
+        } else {
+            1.0 / (var + eps).sqrt()
+        };
+        for (j, v) in row.iter().enumerate() {
+            let (wj, bj) = param(w, b, j);
+            y.push((v.to_acc().to_f64() - m.mean) * rstd * wj + bj);
+        }
+        means.push(m.mean);
+        rstds.push(rstd);
+    }
+    (y, means, rstds)
+}
+
+/// Reference RMSNorm in f64: `(y, rstd)`, `rstd = 1/sqrt(mean(x²) + eps)` (0 when that is
+/// 1/0), `y = x·rstd·w`. `w`: `row_len` values or empty.
+///
+/// # Example
+/// ```
+/// let (y, rstd) = simdnorm::oracle::rms_norm(&[3.0f64, 4.0], 2, &[], 0.0);
+/// assert_eq!(rstd, vec![1.0 / 12.5f64.sqrt()]);
+/// assert_eq!(y[0], 3.0 / 12.5f64.sqrt());
+/// ```
+pub fn rms_norm<T: Element>(x: &[T], row_len: usize, w: &[T], eps: f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut y, mut rstds) = (Vec::new(), Vec::new());
+    for row in x.chunks(row_len) {
+        let vals: Vec<f64> = row.iter().map(|v| v.to_acc().to_f64()).collect();
+        let amax = vals.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let k: i32 = if amax > 2f64.powi(400) {
+            -600
+        } else if amax < 2f64.powi(-400) && amax > 0.0 {
+            600
+        } else {
+            0
+        };
+        let s = 2f64.powi(k);
+        let mut sq = Dd::ZERO;
+        for v in &vals {
+            let d = Dd::from(v * s);
+            sq = sq.add(d.mul(d));
+        }
+        // mean(x²) + eps = (Σ(x·s)²/n + eps·s²) / s²
+        let d = sq.div(vals.len() as f64).to_f64() + eps * s * s;
+        let rstd = if d == 0.0 { 0.0 } else { s / d.sqrt() };
+        let rstd = if vals.iter().any(|v| !v.is_finite()) {
+            f64::NAN
+        } else {
+            rstd
+        };
+        for (j, v) in vals.iter().enumerate() {
+            y.push(v * rstd * param(w, &[] as &[T], j).0);
+        }
+        rstds.push(rstd);
+    }
+    (y, rstds)
+}
+
+/// `(w[j], b[j])`, 1 and 0 where absent (empty).
+fn param<T: Element>(w: &[T], b: &[T], j: usize) -> (f64, f64) {
+    (
+        w.get(j).map_or(1.0, |v| v.to_acc().to_f64()),
+        b.get(j).map_or(0.0, |v| v.to_acc().to_f64()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,7 +219,7 @@ fn max_abs<T: Element>(x: &[T]) -> T::Acc {
 }
 
 /// The outcome of running a kernel with the rescue.
-enum Run<A> {
+pub(crate) enum Run<A> {
     /// The fast path: moments of `x − p`.
     Fast(Moments<A>),
     /// Rescued: moments of `x·2^k − ps`, with `ps = p·2^k`.
@@ -269,6 +269,32 @@ pub(crate) fn pilot_of<T: Element>(x: &[T]) -> T::Acc {
     }
 }
 
+/// Moments of `y = x·s − p` by the blocked Welford kernel (leaves merged by the fixed tree).
+fn welford_kernel<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> {
+    par::reduce_blocks(x, &|b| welford::block(b, s, p), &|a, b| a.merge(&b))
+}
+
+/// Row statistics for the ops (non-empty `x`): the pilot and the rescued Welford moments of
+/// `x − pilot` (or of `x·2^k − pilot·2^k`).
+pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
+    let p = pilot_of(x);
+    (p, run(x, p, welford_kernel))
+}
+
+/// `Σ (x·2^k)² / n` and `k` (0 unless the squares overflow or underflow), or `None` when `x`
+/// holds a NaN or ±∞. For RMSNorm; `x` non-empty.
+pub(crate) fn mean_square<T: Element>(x: &[T]) -> Option<(T::Acc, i32)> {
+    let n = T::Acc::from_u64(x.len() as u64);
+    let q = two_pass::sum_squares(x, T::Acc::ONE) / n;
+    if q.is_finite() && q >= T::Acc::MIN_POSITIVE / T::Acc::EPSILON {
+        return Some((q, 0));
+    }
+    match Rescue::plan(max_abs(x)) {
+        Rescue::Nan => None,
+        Rescue::Scale(k) => Some((two_pass::sum_squares(x, T::Acc::exp2i(k)) / n, k)),
+    }
+}
+
 /// Moments of `x` by `kernel`, with [`pilot_of`] as pilot and the rescue.
 #[inline]
 fn estimate<T: Element>(
@@ -300,9 +326,7 @@ fn estimate<T: Element>(
 /// assert_eq!(m.variance(1), 1.0);
 /// ```
 pub fn welford<T: Element>(x: &[T]) -> Moments<T::Acc> {
-    estimate(x, |x, s, p| {
-        par::reduce_blocks(x, &|b| welford::block(b, s, p), &|a, b| a.merge(&b))
-    })
+    estimate(x, welford_kernel)
 }
 
 /// Mean and variance by the corrected two-pass algorithm (Chan, Golub & LeVeque 1983) over the
@@ -600,10 +624,7 @@ impl<A: Float> Welford<A> {
 
     /// Moments of `x − pilot`, rescued like [`welford`]'s.
     fn part<T: Element<Acc = A>>(&self, x: &[T], p: A) -> Moments<A> {
-        let kernel = |x: &[T], s: A, ps: A| {
-            par::reduce_blocks(x, &|b| welford::block(b, s, ps), &|a, b| a.merge(&b))
-        };
-        match run(x, p, kernel) {
+        match run(x, p, welford_kernel) {
             Run::Fast(m) => m,
             Run::Scaled(m, ps, k) => {
                 // The shifted mean directly keeps its precision; if that overflows (|x| near

@@ -34,6 +34,17 @@ pub(crate) fn sum<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> T::Acc {
     lane_sum::<T::Acc>(acc)
 }
 
+/// `Σ (x·s)²` (RMSNorm's statistic).
+#[inline]
+pub(crate) fn sum_squares<T: Element>(x: &[T], s: T::Acc) -> T::Acc {
+    let sv = <T::Acc as Float>::V::splat(s);
+    let acc = sweep(x, <T::Acc as Float>::V::ZERO, |a, v, lanes| {
+        let y = lanes.keep::<T::Acc>(v * sv);
+        *a = y.mul_add(y, *a);
+    });
+    lane_sum::<T::Acc>(acc)
+}
+
 /// `(Σd, Σd²)` with `d = x·s − c`.
 #[inline]
 pub(crate) fn dev_sums<T: Element>(x: &[T], s: T::Acc, c: T::Acc) -> (T::Acc, T::Acc) {

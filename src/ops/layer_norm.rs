@@ -1,0 +1,259 @@
+//! LayerNorm forward: per row, shifted Welford statistics (`moments::row_shifted`, one read
+//! of the row from memory), then the scale-and-shift step from L1/L2 (`ops::normalize`).
+
+use super::{Plan, RowMut, RowsMut, add_into, check_eps, check_param, normalize_row, rows};
+use crate::element::{Element, Float};
+use crate::error::{NormError, check_len};
+use crate::moments::{Run, row_shifted};
+
+/// Layer normalization over the last `normalized_len` values of each row (PyTorch
+/// `nn.LayerNorm(normalized_shape)` with `normalized_len` = the product of `normalized_shape`):
+/// `y = (x − mean) / sqrt(var + eps) · weight + bias`, biased variance, per row.
+///
+/// A small configuration value that borrows its parameters; `weight` and `bias` are optional
+/// (PyTorch's `elementwise_affine=False` / `bias=False`). eps defaults to 1e-5.
+///
+/// Edge semantics: a constant row outputs exactly `bias` (or 0), at any magnitude and with
+/// eps = 0; rows of values near ±`f32::MAX` normalize as their rescaled copy would; a NaN or
+/// ±∞ makes its own row (and its statistics) NaN and no other.
+///
+/// # Example
+/// ```
+/// use simdnorm::LayerNorm;
+/// let (gamma, beta) = ([1.0f32, 1.0, 2.0, 2.0], [0.0f32, 0.0, 0.0, 1.0]);
+/// let ln = LayerNorm::new(4).eps(0.0).weight(&gamma).bias(&beta);
+/// let x = [1.0f32, 2.0, 3.0, 4.0, /* row 2 */ 5.0, 5.0, 5.0, 5.0];
+/// let mut y = [0.0f32; 8];
+/// ln.forward(&x, &mut y)?;
+/// let r = 1.0 / 1.25f32.sqrt();
+/// assert!((y[0] + 1.5 * r).abs() < 1e-6 && (y[3] - (3.0 * r + 1.0)).abs() < 1e-6);
+/// assert_eq!(&y[4..], &beta); // a constant row gives exactly the bias
+/// # Ok::<(), simdnorm::NormError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNorm<'a, T> {
+    normalized_len: usize,
+    eps: f64,
+    weight: Option<&'a [T]>,
+    bias: Option<&'a [T]>,
+}
+
+impl<'a, T: Element> LayerNorm<'a, T> {
+    /// LayerNorm over rows of `normalized_len` values, eps 1e-5, no weight or bias.
+    ///
+    /// # Example
+    /// ```
+    /// let ln = simdnorm::LayerNorm::<f32>::new(4096);
+    /// # let _ = ln;
+    /// ```
+    pub fn new(normalized_len: usize) -> Self {
+        Self {
+            normalized_len,
+            eps: 1e-5,
+            weight: None,
+            bias: None,
+        }
+    }
+
+    /// Sets eps (checked by the first call: finite and ≥ 0).
+    ///
+    /// # Example
+    /// ```
+    /// let ln = simdnorm::LayerNorm::<f64>::new(8).eps(1e-6);
+    /// # let _ = ln;
+    /// ```
+    pub fn eps(self, eps: f64) -> Self {
+        Self { eps, ..self }
+    }
+
+    /// Sets the per-feature weight (γ), `normalized_len` values.
+    ///
+    /// # Example
+    /// ```
+    /// let w = [2.0f32; 8];
+    /// let ln = simdnorm::LayerNorm::new(8).weight(&w);
+    /// # let _ = ln;
+    /// ```
+    pub fn weight(self, weight: &'a [T]) -> Self {
+        Self {
+            weight: Some(weight),
+            ..self
+        }
+    }
+
+    /// Sets the per-feature bias (β), `normalized_len` values.
+    ///
+    /// # Example
+    /// ```
+    /// let b = [0.5f32; 8];
+    /// let ln = simdnorm::LayerNorm::new(8).bias(&b);
+    /// # let _ = ln;
+    /// ```
+    pub fn bias(self, bias: &'a [T]) -> Self {
+        Self {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
+    /// Checks the configuration against an input of `len` values; returns the row count.
+    fn check(&self, len: usize) -> Result<usize, NormError> {
+        let rows = rows(len, self.normalized_len)?;
+        check_eps(self.eps)?;
+        check_param("weight", self.weight, self.normalized_len)?;
+        check_param("bias", self.bias, self.normalized_len)?;
+        Ok(rows)
+    }
+
+    /// Normalizes every row of `x` into `y`.
+    ///
+    /// # Errors
+    /// [`NormError::ZeroLength`] for `normalized_len == 0`, [`NormError::NotAMultiple`] if
+    /// `x.len()` is not a multiple of it, [`NormError::InvalidEps`],
+    /// [`NormError::LengthMismatch`] for a weight, bias or `y` of the wrong length. Nothing is
+    /// written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// let x = [1.0f32, 3.0];
+    /// let mut y = [0.0f32; 2];
+    /// simdnorm::LayerNorm::new(2).eps(0.0).forward(&x, &mut y)?;
+    /// assert_eq!(y, [-1.0, 1.0]);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward(&self, x: &[T], y: &mut [T]) -> Result<(), NormError> {
+        self.check(x.len())?;
+        check_len("y", x.len(), y.len())?;
+        self.rows(y, None, None, None).run(|i, r| {
+            self.row(
+                Some(&x[i * self.normalized_len..][..self.normalized_len]),
+                r,
+            )
+        });
+        Ok(())
+    }
+
+    /// Normalizes every row of `x` in place.
+    ///
+    /// # Errors
+    /// As [`LayerNorm::forward`].
+    ///
+    /// # Example
+    /// ```
+    /// let mut x = [2.0f64, 4.0, 6.0];
+    /// simdnorm::LayerNorm::new(3).eps(0.0).forward_in_place(&mut x)?;
+    /// assert!((x[2] - 1.5f64.sqrt()).abs() < 1e-15 && x[1] == 0.0);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_in_place(&self, x: &mut [T]) -> Result<(), NormError> {
+        self.check(x.len())?;
+        self.rows(x, None, None, None).run(|_, r| self.row(None, r));
+        Ok(())
+    }
+
+    /// [`LayerNorm::forward`], also writing each row's mean and `rstd = 1/sqrt(var + eps)`
+    /// (biased variance; 0 for a zero-variance row with eps = 0).
+    ///
+    /// # Errors
+    /// As [`LayerNorm::forward`], and [`NormError::LengthMismatch`] if `mean` or `rstd` does
+    /// not have one value per row.
+    ///
+    /// # Example
+    /// ```
+    /// let x = [1.0f32, 3.0, 10.0, 14.0];
+    /// let (mut y, mut mean, mut rstd) = ([0.0f32; 4], [0.0f32; 2], [0.0f32; 2]);
+    /// simdnorm::LayerNorm::new(2).eps(0.0).forward_with_stats(&x, &mut y, &mut mean, &mut rstd)?;
+    /// assert_eq!((mean, rstd), ([2.0, 12.0], [1.0, 0.5]));
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_with_stats(
+        &self,
+        x: &[T],
+        y: &mut [T],
+        mean: &mut [T::Acc],
+        rstd: &mut [T::Acc],
+    ) -> Result<(), NormError> {
+        let rows = self.check(x.len())?;
+        check_len("y", x.len(), y.len())?;
+        check_len("mean", rows, mean.len())?;
+        check_len("rstd", rows, rstd.len())?;
+        self.rows(y, None, Some(mean), Some(rstd)).run(|i, r| {
+            self.row(
+                Some(&x[i * self.normalized_len..][..self.normalized_len]),
+                r,
+            )
+        });
+        Ok(())
+    }
+
+    /// The fused residual add of a transformer block: `residual += x` (rounded once to `T`),
+    /// then `y = LayerNorm(residual)`, one pass over memory per row.
+    ///
+    /// # Errors
+    /// As [`LayerNorm::forward`], and [`NormError::LengthMismatch`] if `residual` does not
+    /// match `x`.
+    ///
+    /// # Example
+    /// ```
+    /// let x = [1.0f32, -1.0];
+    /// let mut residual = [1.0f32, 3.0];
+    /// let mut y = [0.0f32; 2];
+    /// simdnorm::LayerNorm::new(2).eps(0.0).forward_add(&x, &mut residual, &mut y)?;
+    /// assert_eq!((residual, y), ([2.0, 2.0], [0.0, 0.0]));
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_add(&self, x: &[T], residual: &mut [T], y: &mut [T]) -> Result<(), NormError> {
+        self.check(x.len())?;
+        check_len("residual", x.len(), residual.len())?;
+        check_len("y", x.len(), y.len())?;
+        self.rows(y, Some(residual), None, None).run(|i, mut r| {
+            let x = &x[i * self.normalized_len..][..self.normalized_len];
+            if let Some(res) = r.resid.take() {
+                add_into(res, x);
+                self.row(Some(res), r);
+            }
+        });
+        Ok(())
+    }
+
+    fn rows<'b>(
+        &self,
+        y: &'b mut [T],
+        resid: Option<&'b mut [T]>,
+        mean: Option<&'b mut [T::Acc]>,
+        rstd: Option<&'b mut [T::Acc]>,
+    ) -> RowsMut<'b, T, T::Acc> {
+        RowsMut {
+            row_len: self.normalized_len,
+            y,
+            resid,
+            mean,
+            rstd,
+        }
+    }
+
+    /// One row: statistics, then the scale-and-shift step (`src = None`: in place).
+    fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
+        let n = T::Acc::from_u64(self.normalized_len as u64);
+        let (p, run) = row_shifted(src.unwrap_or(r.y));
+        let (plan, mean, rstd) = match run {
+            Run::Fast(m) => {
+                let (plan, rstd) = Plan::new(p, m.mean, m.m2 / n, 0, self.eps);
+                (plan, T::Acc::from_f64(p.to_f64() + m.mean.to_f64()), rstd)
+            }
+            Run::Scaled(m, ps, k) => {
+                let (plan, rstd) = Plan::new(ps, m.mean, m.m2 / n, k, self.eps);
+                let mean = (ps.to_f64() + m.mean.to_f64()) * 2f64.powi(-k);
+                (plan, T::Acc::from_f64(mean), rstd)
+            }
+            Run::Nan(_) => (Plan::nan(), T::Acc::NAN, T::Acc::NAN),
+        };
+        if let Some(m) = r.mean {
+            *m = mean;
+        }
+        if let Some(s) = r.rstd {
+            *s = rstd;
+        }
+        normalize_row(src, r.y, self.weight, self.bias, plan);
+    }
+}

@@ -1,0 +1,274 @@
+//! Normalization ops: shapes and parameter checks, the per-row plan and the scale-and-shift
+//! step. Statistics come from `moments`; rows are spread over the pool by `par`.
+//!
+//! Every row is normalized as
+//! ```text
+//! z = ((x·s − ps) − m) · a          y = z·w + b
+//! ```
+//! with `s = 2^k` a power of two (1 unless the row's squares overflow or underflow), `ps` the
+//! scaled pilot, `m` the row's mean relative to it (LayerNorm; 0 for RMSNorm) and
+//! `a = rstd / s`. Keeping the pilot and the small offset `m` apart keeps `x − mean` exact
+//! where PyTorch's `x·scale + shift` form loses digits (pytorch#108072).
+
+mod layer_norm;
+mod rms_norm;
+
+pub use layer_norm::LayerNorm;
+pub use rms_norm::RmsNorm;
+
+use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
+use crate::error::{NormError, check_len, rows_of};
+use crate::{par, tuning};
+
+/// How one row is normalized (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan<A> {
+    s: A,
+    ps: A,
+    m: A,
+    a: A,
+}
+
+impl<A: Float> Plan<A> {
+    /// A row with a NaN or ±∞: every output NaN.
+    pub(crate) fn nan() -> Self {
+        Self {
+            s: A::ONE,
+            ps: A::ZERO,
+            m: A::ZERO,
+            a: A::NAN,
+        }
+    }
+
+    /// The plan for a row whose scaled squared deviations average `msd` (`m2/n` for LayerNorm,
+    /// the mean square for RMSNorm) at scale `2^k`, and the row's `rstd = 1/sqrt(var + eps)`,
+    /// both from f64: `a = 1/sqrt(msd + eps·4^k)`, exact up to one rounding. Zero variance
+    /// with eps = 0 gives `a = rstd = 0` (PyTorch's `InvStd` rule: the row normalizes to 0).
+    pub(crate) fn new(ps: A, m: A, msd: A, k: i32, eps: f64) -> (Self, A) {
+        let u = 2f64.powi(k);
+        let d = msd.to_f64() + eps * u * u;
+        let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
+        let plan = Self {
+            s: A::exp2i(k),
+            ps,
+            m,
+            // `a` exceeds A::MAX only when every scaled deviation is exactly 0 (deviations
+            // are multiples of the row's ulp otherwise): keep 0·a = 0 finite.
+            a: A::from_f64(a.min(A::MAX.to_f64())),
+        };
+        (plan, A::from_f64(a * u))
+    }
+}
+
+/// Checks `eps`: finite and non-negative.
+pub(crate) fn check_eps(eps: f64) -> Result<(), NormError> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(NormError::InvalidEps(eps))
+    }
+}
+
+/// Checks an optional per-feature parameter's length.
+pub(crate) fn check_param<T>(
+    arg: &'static str,
+    p: Option<&[T]>,
+    len: usize,
+) -> Result<(), NormError> {
+    p.map_or(Ok(()), |p| check_len(arg, len, p.len()))
+}
+
+/// Rows of `len` values split by `row_len` (the normalized length, which must be non-zero).
+pub(crate) fn rows(len: usize, row_len: usize) -> Result<usize, NormError> {
+    if row_len == 0 {
+        return Err(NormError::ZeroLength {
+            arg: "normalized_len",
+        });
+    }
+    rows_of("x", len, row_len)
+}
+
+/// The per-row output buffers of one call, split between tasks by rows.
+pub(crate) struct RowsMut<'a, T, A> {
+    pub(crate) row_len: usize,
+    pub(crate) y: &'a mut [T],
+    pub(crate) resid: Option<&'a mut [T]>,
+    pub(crate) mean: Option<&'a mut [A]>,
+    pub(crate) rstd: Option<&'a mut [A]>,
+}
+
+/// One row's buffers.
+pub(crate) struct RowMut<'r, T, A> {
+    pub(crate) y: &'r mut [T],
+    pub(crate) resid: Option<&'r mut [T]>,
+    pub(crate) mean: Option<&'r mut A>,
+    pub(crate) rstd: Option<&'r mut A>,
+}
+
+fn split_opt<U>(s: Option<&mut [U]>, at: usize) -> (Option<&mut [U]>, Option<&mut [U]>) {
+    match s {
+        Some(s) => {
+            let (a, b) = s.split_at_mut(at);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}
+
+impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
+    fn split(self, rows: usize) -> (Self, Self) {
+        let n = self.row_len;
+        let (y0, y1) = self.y.split_at_mut(rows * n);
+        let (r0, r1) = split_opt(self.resid, rows * n);
+        let (m0, m1) = split_opt(self.mean, rows);
+        let (s0, s1) = split_opt(self.rstd, rows);
+        (
+            Self {
+                row_len: n,
+                y: y0,
+                resid: r0,
+                mean: m0,
+                rstd: s0,
+            },
+            Self {
+                row_len: n,
+                y: y1,
+                resid: r1,
+                mean: m1,
+                rstd: s1,
+            },
+        )
+    }
+
+    /// Calls `f(i, row)` for every row `i` (counted from `first`), in tasks of whole rows on the
+    /// pool when `parallel`. Rows are independent, so results do not depend on the split.
+    fn for_each(
+        self,
+        first: usize,
+        per_task: usize,
+        parallel: bool,
+        f: &(impl Fn(usize, RowMut<'_, T, A>) + Sync),
+    ) {
+        let rows = self.y.len() / self.row_len;
+        if parallel && rows > per_task {
+            let half = rows.div_ceil(2 * per_task) * per_task;
+            let (a, b) = self.split(half);
+            par::join(
+                || a.for_each(first, per_task, parallel, f),
+                || b.for_each(first + half, per_task, parallel, f),
+            );
+            return;
+        }
+        let RowsMut {
+            row_len,
+            y,
+            mut resid,
+            mut mean,
+            mut rstd,
+        } = self;
+        for (i, y) in y.chunks_mut(row_len).enumerate() {
+            f(
+                first + i,
+                RowMut {
+                    y,
+                    resid: resid
+                        .as_deref_mut()
+                        .map(|r| &mut r[i * row_len..][..row_len]),
+                    mean: mean.as_deref_mut().map(|m| &mut m[i]),
+                    rstd: rstd.as_deref_mut().map(|s| &mut s[i]),
+                },
+            );
+        }
+    }
+
+    /// Runs `f` over all rows, serially below `tuning::PAR_ELEMS` values.
+    pub(crate) fn run(self, f: impl Fn(usize, RowMut<'_, T, A>) + Sync) {
+        let parallel = cfg!(feature = "rayon") && self.y.len() >= tuning::PAR_ELEMS;
+        let per_task = (tuning::PAR_ELEMS / 4 / self.row_len).max(1);
+        self.for_each(0, per_task, parallel, &f);
+    }
+}
+
+/// `residual += x`, rounded once to `T` (`forward_add`'s first step; the row stays in cache).
+pub(crate) fn add_into<T: Element>(residual: &mut [T], x: &[T]) {
+    let (rc, rt) = T::as_chunks_mut(residual);
+    let (xc, xt) = T::as_chunks(x);
+    for (r, x) in rc.iter_mut().zip(xc) {
+        let v = T::load(r) + T::load(x);
+        T::store(v, r);
+    }
+    if !rt.is_empty() {
+        store_partial(load_partial(rt) + load_partial(xt), rt);
+    }
+}
+
+/// The scale-and-shift step over one row: `dst = plan(src)·w + b` (`src = None`: in place).
+/// `W`/`B`: whether a weight / bias is applied (monomorphized: no loads when absent).
+#[inline]
+pub(crate) fn normalize<T: Element, const W: bool, const B: bool>(
+    src: Option<&[T]>,
+    dst: &mut [T],
+    w: &[T],
+    b: &[T],
+    plan: Plan<T::Acc>,
+) {
+    type V<T> = <<T as Element>::Acc as Float>::V;
+    let (s, nps, m, a) = (
+        V::<T>::splat(plan.s),
+        V::<T>::splat(-plan.ps),
+        V::<T>::splat(plan.m),
+        V::<T>::splat(plan.a),
+    );
+    let one = V::<T>::splat(T::Acc::ONE);
+    let f = |v: V<T>, wv: V<T>, bv: V<T>| {
+        let z = (v.mul_add(s, nps) - m) * a;
+        match (W, B) {
+            (true, true) => z.mul_add(wv, bv),
+            (true, false) => z * wv,
+            (false, true) => z + bv,
+            (false, false) => z,
+        }
+    };
+    let (wc, wt) = T::as_chunks(w);
+    let (bc, bt) = T::as_chunks(b);
+    let (dc, dt) = T::as_chunks_mut(dst);
+    let wv = |i: usize| if W { T::load(&wc[i]) } else { one };
+    let bv = |i: usize| if B { T::load(&bc[i]) } else { one };
+    match src {
+        Some(src) => {
+            let (sc, st) = T::as_chunks(src);
+            for (i, (d, x)) in dc.iter_mut().zip(sc).enumerate() {
+                T::store(f(T::load(x), wv(i), bv(i)), d);
+            }
+            if !dt.is_empty() {
+                let v = f(load_partial(st), load_partial(wt), load_partial(bt));
+                store_partial(v, dt);
+            }
+        }
+        None => {
+            for (i, d) in dc.iter_mut().enumerate() {
+                T::store(f(T::load(d), wv(i), bv(i)), d);
+            }
+            if !dt.is_empty() {
+                let v = f(load_partial(dt), load_partial(wt), load_partial(bt));
+                store_partial(v, dt);
+            }
+        }
+    }
+}
+
+/// [`normalize`] with the weight and bias that are present.
+pub(crate) fn normalize_row<T: Element>(
+    src: Option<&[T]>,
+    dst: &mut [T],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    plan: Plan<T::Acc>,
+) {
+    match (w, b) {
+        (Some(w), Some(b)) => normalize::<T, true, true>(src, dst, w, b, plan),
+        (Some(w), None) => normalize::<T, true, false>(src, dst, w, &[], plan),
+        (None, Some(b)) => normalize::<T, false, true>(src, dst, &[], b, plan),
+        (None, None) => normalize::<T, false, false>(src, dst, &[], &[], plan),
+    }
+}

@@ -1,0 +1,215 @@
+//! RMSNorm forward: per row, the mean square (`moments::mean_square`, one read of the row),
+//! then the scaling step from L1/L2 (`ops::normalize`).
+
+use super::{Plan, RowMut, RowsMut, add_into, check_eps, check_param, normalize_row, rows};
+use crate::element::{Element, Float};
+use crate::error::{NormError, check_len};
+use crate::moments::mean_square;
+
+/// Root-mean-square normalization over rows of `normalized_len` values (PyTorch
+/// `nn.RMSNorm`): `y = x / sqrt(mean(x²) + eps) · weight`.
+///
+/// eps defaults to `None`: the machine epsilon of `T::Acc` (`f32::EPSILON` for f32, f16 and
+/// bf16; `f64::EPSILON` for f64), as PyTorch's code does. Rows whose squares overflow or
+/// underflow are rescaled exactly; a NaN or ±∞ makes its row NaN.
+///
+/// # Example
+/// ```
+/// use simdnorm::RmsNorm;
+/// let x = [3.0f32, 4.0];
+/// let mut y = [0.0f32; 2];
+/// RmsNorm::new(2).eps(Some(0.0)).forward(&x, &mut y)?;
+/// let r = 12.5f32.sqrt();
+/// assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] - 4.0 / r).abs() < 1e-6);
+/// # Ok::<(), simdnorm::NormError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct RmsNorm<'a, T> {
+    normalized_len: usize,
+    eps: Option<f64>,
+    weight: Option<&'a [T]>,
+}
+
+impl<'a, T: Element> RmsNorm<'a, T> {
+    /// RMSNorm over rows of `normalized_len` values, default eps, no weight.
+    ///
+    /// # Example
+    /// ```
+    /// let rms = simdnorm::RmsNorm::<f32>::new(4096);
+    /// # let _ = rms;
+    /// ```
+    pub fn new(normalized_len: usize) -> Self {
+        Self {
+            normalized_len,
+            eps: None,
+            weight: None,
+        }
+    }
+
+    /// Sets eps; `None` is the machine epsilon of `T::Acc` (checked by the first call).
+    ///
+    /// # Example
+    /// ```
+    /// let rms = simdnorm::RmsNorm::<f32>::new(8).eps(Some(1e-6));
+    /// # let _ = rms;
+    /// ```
+    pub fn eps(self, eps: Option<f64>) -> Self {
+        Self { eps, ..self }
+    }
+
+    /// Sets the per-feature weight, `normalized_len` values.
+    ///
+    /// # Example
+    /// ```
+    /// let w = [1.5f32; 8];
+    /// let rms = simdnorm::RmsNorm::new(8).weight(&w);
+    /// # let _ = rms;
+    /// ```
+    pub fn weight(self, weight: &'a [T]) -> Self {
+        Self {
+            weight: Some(weight),
+            ..self
+        }
+    }
+
+    fn eps_value(&self) -> f64 {
+        self.eps.unwrap_or(T::Acc::EPSILON.to_f64())
+    }
+
+    fn check(&self, len: usize) -> Result<usize, NormError> {
+        let rows = rows(len, self.normalized_len)?;
+        check_eps(self.eps_value())?;
+        check_param("weight", self.weight, self.normalized_len)?;
+        Ok(rows)
+    }
+
+    /// Normalizes every row of `x` into `y`.
+    ///
+    /// # Errors
+    /// [`NormError::ZeroLength`] for `normalized_len == 0`, [`NormError::NotAMultiple`],
+    /// [`NormError::InvalidEps`], [`NormError::LengthMismatch`] for a weight or `y` of the
+    /// wrong length. Nothing is written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// let mut y = [0.0f64; 2];
+    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward(&[1.0f64, -1.0], &mut y)?;
+    /// assert_eq!(y, [1.0, -1.0]);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward(&self, x: &[T], y: &mut [T]) -> Result<(), NormError> {
+        self.check(x.len())?;
+        check_len("y", x.len(), y.len())?;
+        self.rows(y, None, None).run(|i, r| {
+            self.row(
+                Some(&x[i * self.normalized_len..][..self.normalized_len]),
+                r,
+            )
+        });
+        Ok(())
+    }
+
+    /// Normalizes every row of `x` in place.
+    ///
+    /// # Errors
+    /// As [`RmsNorm::forward`].
+    ///
+    /// # Example
+    /// ```
+    /// let mut x = [2.0f32, -2.0];
+    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward_in_place(&mut x)?;
+    /// assert_eq!(x, [1.0, -1.0]);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_in_place(&self, x: &mut [T]) -> Result<(), NormError> {
+        self.check(x.len())?;
+        self.rows(x, None, None).run(|_, r| self.row(None, r));
+        Ok(())
+    }
+
+    /// [`RmsNorm::forward`], also writing each row's `rstd = 1/sqrt(mean(x²) + eps)`.
+    ///
+    /// # Errors
+    /// As [`RmsNorm::forward`], and [`NormError::LengthMismatch`] if `rstd` does not have one
+    /// value per row.
+    ///
+    /// # Example
+    /// ```
+    /// let (mut y, mut rstd) = ([0.0f32; 2], [0.0f32; 1]);
+    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward_with_stats(&[3.0f32, 4.0], &mut y, &mut rstd)?;
+    /// assert_eq!(rstd[0], 1.0 / 12.5f32.sqrt());
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_with_stats(
+        &self,
+        x: &[T],
+        y: &mut [T],
+        rstd: &mut [T::Acc],
+    ) -> Result<(), NormError> {
+        let rows = self.check(x.len())?;
+        check_len("y", x.len(), y.len())?;
+        check_len("rstd", rows, rstd.len())?;
+        self.rows(y, None, Some(rstd)).run(|i, r| {
+            self.row(
+                Some(&x[i * self.normalized_len..][..self.normalized_len]),
+                r,
+            )
+        });
+        Ok(())
+    }
+
+    /// `residual += x` (rounded once to `T`), then `y = RMSNorm(residual)`, one pass over
+    /// memory per row.
+    ///
+    /// # Errors
+    /// As [`RmsNorm::forward`], and [`NormError::LengthMismatch`] if `residual` does not
+    /// match `x`.
+    ///
+    /// # Example
+    /// ```
+    /// let mut residual = [1.0f32, -3.0];
+    /// let mut y = [0.0f32; 2];
+    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward_add(&[1.0f32, 1.0], &mut residual, &mut y)?;
+    /// assert_eq!((residual, y), ([2.0, -2.0], [1.0, -1.0]));
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_add(&self, x: &[T], residual: &mut [T], y: &mut [T]) -> Result<(), NormError> {
+        self.check(x.len())?;
+        check_len("residual", x.len(), residual.len())?;
+        check_len("y", x.len(), y.len())?;
+        self.rows(y, Some(residual), None).run(|i, mut r| {
+            let x = &x[i * self.normalized_len..][..self.normalized_len];
+            if let Some(res) = r.resid.take() {
+                add_into(res, x);
+                self.row(Some(res), r);
+            }
+        });
+        Ok(())
+    }
+
+    fn rows<'b>(
+        &self,
+        y: &'b mut [T],
+        resid: Option<&'b mut [T]>,
+        rstd: Option<&'b mut [T::Acc]>,
+    ) -> RowsMut<'b, T, T::Acc> {
+        RowsMut {
+            row_len: self.normalized_len,
+            y,
+            resid,
+            mean: None,
+            rstd,
+        }
+    }
+
+    fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
+        let (plan, rstd) = match mean_square(src.unwrap_or(r.y)) {
+            Some((q, k)) => Plan::new(T::Acc::ZERO, T::Acc::ZERO, q, k, self.eps_value()),
+            None => (Plan::nan(), T::Acc::NAN),
+        };
+        if let Some(s) = r.rstd {
+            *s = rstd;
+        }
+        normalize_row(src, r.y, self.weight, None, plan);
+    }
+}

@@ -1,0 +1,630 @@
+//! LayerNorm and RMSNorm forward against the f64 oracle, edge semantics, method agreement,
+//! bad inputs and determinism.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use simdnorm::{Element, Float, LayerNorm, NormError, RmsNorm, oracle};
+
+/// K of the golden tolerance rule (`../shared/golden/README.md`): forward outputs and
+/// statistics are within `8·ε·s` of the reference, `s` the condition scale of the element.
+const K: f64 = 8.0;
+
+fn eps_of<T: Element>() -> f64 {
+    T::Acc::EPSILON.to_f64()
+}
+
+/// The golden rule's `ulp_T(r)` for values stored in f16 / bf16 (0 for f32 / f64, whose
+/// outputs are held to `K·ε·s` alone): the spacing of `T` at `|r|`, subnormals included.
+fn storage_ulp<T: Element>(r: f64) -> f64 {
+    if size_of::<T>() > 2 {
+        return 0.0;
+    }
+    // f16 keeps 10 fraction bits (1 + 2^-8 is exact), bf16 7.
+    let probe = T::from_acc(T::Acc::from_f64(1.0 + 2f64.powi(-8)))
+        .to_acc()
+        .to_f64();
+    let (bits, min_exp) = if probe != 1.0 { (10, -14) } else { (7, -126) };
+    let e = if r == 0.0 {
+        min_exp
+    } else {
+        (r.abs().log2().floor() as i32).max(min_exp)
+    };
+    2f64.powi(e - bits)
+}
+
+/// Checks LayerNorm outputs against the oracle with the golden rule:
+/// y: s = |w|·(1 + |x̂| + |μ|·r) + |b|; mean: |μ| + σ; rstd: r·(1 + ε·κ²), κ = |μ|·r.
+#[allow(clippy::too_many_arguments)] // the case and the three outputs under test
+fn check_ln<T: Element>(
+    x: &[T],
+    n: usize,
+    w: &[T],
+    b: &[T],
+    eps: f64,
+    y: &[T],
+    mean: &[T::Acc],
+    rstd: &[T::Acc],
+    what: &str,
+) {
+    let (ry, rm, rr) = oracle::layer_norm(x, n, w, b, eps);
+    let e = eps_of::<T>();
+    let ea = T::Acc::EPSILON.to_f64();
+    for (i, row) in x.chunks(n).enumerate() {
+        let (mu, r) = (rm[i], rr[i]);
+        if mu.is_nan() {
+            assert!(
+                row.iter().any(|v| !v.to_acc().is_finite()),
+                "{what}: NaN mean on a finite row"
+            );
+            assert!(
+                y[i * n..][..n].iter().all(|v| v.to_acc().is_nan()),
+                "{what}: row {i} not NaN"
+            );
+            continue;
+        }
+        let sigma = oracle::moments(row).variance(0).sqrt();
+        let got = mean[i].to_f64();
+        // + one subnormal spacing of Acc: a mean below the normal range is stored rounded to it
+        let sub = (T::Acc::MIN_POSITIVE * T::Acc::EPSILON).to_f64();
+        assert!(
+            (got - mu).abs() <= K * ea * (mu.abs() + sigma) + sub,
+            "{what}: row {i} mean {got} vs {mu}"
+        );
+        let kappa = mu.abs() * r;
+        let got = rstd[i].to_f64();
+        if r > T::Acc::MAX.to_f64() {
+            assert_eq!(got, f64::INFINITY, "{what}: row {i} rstd {r} is beyond Acc");
+        } else {
+            assert!(
+                (got - r).abs() <= K * ea * r * (1.0 + ea * kappa * kappa),
+                "{what}: row {i} rstd {got} vs {r}"
+            );
+        }
+        for j in 0..n {
+            let (wj, bj) = (
+                w.get(j).map_or(1.0, |v| v.to_acc().to_f64()),
+                b.get(j).map_or(0.0, |v| v.to_acc().to_f64()),
+            );
+            let xhat = (row[j].to_acc().to_f64() - mu) * r;
+            let s = wj.abs() * (1.0 + xhat.abs() + kappa) + bj.abs();
+            let (got, want) = (y[i * n + j].to_acc().to_f64(), ry[i * n + j]);
+            let tol = storage_ulp::<T>(want) + K * e * s;
+            assert!(
+                (got - want).abs() <= tol,
+                "{what}: y[{i}][{j}] = {got}, reference {want} (tol {tol})"
+            );
+        }
+    }
+}
+
+fn check_rms<T: Element>(
+    x: &[T],
+    n: usize,
+    w: &[T],
+    eps: f64,
+    y: &[T],
+    rstd: &[T::Acc],
+    what: &str,
+) {
+    let (ry, rr) = oracle::rms_norm(x, n, w, eps);
+    let e = eps_of::<T>();
+    for (i, _) in x.chunks(n).enumerate() {
+        let r = rr[i];
+        if r.is_nan() {
+            assert!(
+                rstd[i].to_f64().is_nan() && y[i * n..][..n].iter().all(|v| v.to_acc().is_nan()),
+                "{what}: row {i} not NaN"
+            );
+            continue;
+        }
+        let got = rstd[i].to_f64();
+        if r > T::Acc::MAX.to_f64() {
+            assert_eq!(got, f64::INFINITY, "{what}: row {i} rstd {r} is beyond Acc");
+        } else {
+            assert!((got - r).abs() <= K * e * r, "{what}: rstd {got} vs {r}");
+        }
+        for j in 0..n {
+            let (got, want) = (y[i * n + j].to_acc().to_f64(), ry[i * n + j]);
+            let tol = storage_ulp::<T>(want) + K * e * want.abs();
+            assert!(
+                (got - want).abs() <= tol,
+                "{what}: y[{i}][{j}] = {got} vs {want}"
+            );
+        }
+    }
+}
+
+/// Runs every LayerNorm method on `x` and checks each against the oracle and each other.
+fn all_ln<T: Element>(x: &[T], n: usize, w: &[T], b: &[T], eps: f64, what: &str) {
+    let rows = x.len() / n;
+    let mut ln = LayerNorm::new(n).eps(eps);
+    if !w.is_empty() {
+        ln = ln.weight(w);
+    }
+    if !b.is_empty() {
+        ln = ln.bias(b);
+    }
+    let sentinel = T::from_acc(T::Acc::from_f64(-7.25));
+    let mut y = vec![sentinel; x.len()];
+    let (mut mean, mut rstd) = (vec![T::Acc::NAN; rows], vec![T::Acc::NAN; rows]);
+    ln.forward_with_stats(x, &mut y, &mut mean, &mut rstd)
+        .unwrap();
+    check_ln(x, n, w, b, eps, &y, &mean, &rstd, what);
+    let mut y2 = vec![sentinel; x.len()];
+    ln.forward(x, &mut y2).unwrap();
+    let mut y3 = x.to_vec();
+    ln.forward_in_place(&mut y3).unwrap();
+    let bits = |v: &[T]| {
+        v.iter()
+            .map(|t| t.to_acc().to_f64().to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&y2), bits(&y), "{what}: forward vs forward_with_stats");
+    assert_eq!(bits(&y3), bits(&y), "{what}: forward_in_place vs forward");
+    // forward_add with residual = x and x = 0 must equal forward, and leave residual = x.
+    let zeros = vec![T::from_acc(T::Acc::ZERO); x.len()];
+    let mut res = x.to_vec();
+    let mut y4 = vec![sentinel; x.len()];
+    ln.forward_add(&zeros, &mut res, &mut y4).unwrap();
+    assert_eq!(bits(&res), bits(x), "{what}: residual + 0");
+    assert_eq!(bits(&y4), bits(&y), "{what}: forward_add vs forward");
+}
+
+fn all_rms<T: Element>(x: &[T], n: usize, w: &[T], eps: Option<f64>, what: &str) {
+    let rows = x.len() / n;
+    let mut rms = RmsNorm::new(n).eps(eps);
+    if !w.is_empty() {
+        rms = rms.weight(w);
+    }
+    let mut y = vec![T::from_acc(T::Acc::ZERO); x.len()];
+    let mut rstd = vec![T::Acc::NAN; rows];
+    rms.forward_with_stats(x, &mut y, &mut rstd).unwrap();
+    check_rms(
+        x,
+        n,
+        w,
+        eps.unwrap_or(T::Acc::EPSILON.to_f64()),
+        &y,
+        &rstd,
+        what,
+    );
+    let mut y3 = x.to_vec();
+    rms.forward_in_place(&mut y3).unwrap();
+    let bits = |v: &[T]| {
+        v.iter()
+            .map(|t| t.to_acc().to_f64().to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&y3), bits(&y), "{what}: in place");
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    rows: usize,
+    n: usize,
+    kappa: f64,
+    scale: i32,
+    affine: (bool, bool),
+    eps: f64,
+    seed: u64,
+}
+
+fn case(max_scale: i32) -> impl Strategy<Value = Case> {
+    (
+        1usize..6,
+        prop_oneof![4 => 1usize..=300, 1 => 301usize..5000],
+        prop_oneof![Just(0.0), Just(1.0), Just(1e2), Just(1e4), Just(1e6)],
+        -max_scale..=max_scale,
+        any::<(bool, bool)>(),
+        prop_oneof![Just(0.0), Just(1e-5), Just(1e-6), Just(1.0)],
+        any::<u64>(),
+    )
+        .prop_map(|(rows, n, kappa, scale, affine, eps, seed)| Case {
+            rows,
+            n,
+            kappa,
+            scale,
+            affine,
+            eps,
+            seed,
+        })
+}
+
+fn data<T: Element>(c: &Case) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let mut rng = Rng(c.seed);
+    let sigma = 10f64.powi(c.scale);
+    let mut x = Vec::new();
+    for _ in 0..c.rows {
+        // per-row offsets: rows differ in mean and scale
+        let s = sigma * (1.0 + rng.sym().abs() * 3.0);
+        let mean = c.kappa * s * rng.sym().signum();
+        x.extend(gaussian::<T>(&mut rng, c.n, mean, s));
+    }
+    let w = if c.affine.0 {
+        gaussian::<T>(&mut rng, c.n, 1.0, 0.5)
+    } else {
+        vec![]
+    };
+    let b = if c.affine.1 {
+        gaussian::<T>(&mut rng, c.n, 0.0, 1.0)
+    } else {
+        vec![]
+    };
+    (x, w, b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn layer_norm_f32_matches_oracle(c in case(15)) {
+        let (x, w, b) = data::<f32>(&c);
+        all_ln(&x, c.n, &w, &b, c.eps, &format!("{c:?}"));
+    }
+
+    #[test]
+    fn layer_norm_f64_matches_oracle(c in case(100)) {
+        let (x, w, b) = data::<f64>(&c);
+        all_ln(&x, c.n, &w, &b, c.eps, &format!("{c:?}"));
+    }
+
+    #[test]
+    fn layer_norm_half_matches_oracle(c in case(1)) {
+        let c = Case { kappa: c.kappa.min(10.0), ..c };
+        let (x, w, b) = data::<half::f16>(&c);
+        all_ln(&x, c.n, &w, &b, c.eps, &format!("f16 {c:?}"));
+        let (x, w, b) = data::<half::bf16>(&c);
+        all_ln(&x, c.n, &w, &b, c.eps, &format!("bf16 {c:?}"));
+    }
+
+    #[test]
+    fn rms_norm_matches_oracle(c in case(15)) {
+        let eps = if c.eps == 1.0 { None } else { Some(c.eps) };
+        let (x, w, _) = data::<f32>(&c);
+        all_rms(&x, c.n, &w, eps, &format!("{c:?}"));
+        let (x, w, _) = data::<f64>(&c);
+        all_rms(&x, c.n, &w, eps, &format!("f64 {c:?}"));
+    }
+
+    /// LN(2^k·x) == LN(x) bit for bit when eps = 0: the statistics scale exactly.
+    #[test]
+    fn layer_norm_is_scale_invariant(c in case(3), k in -60i32..60) {
+        let (x, w, b) = data::<f32>(&Case { eps: 0.0, ..c });
+        let xs: Vec<f32> = x.iter().map(|v| v * 2f32.powi(k)).collect();
+        let ln = LayerNorm::new(c.n).eps(0.0);
+        let (ln, lnw) = (ln, if w.is_empty() { ln } else { ln.weight(&w) });
+        let lnw = if b.is_empty() { lnw } else { lnw.bias(&b) };
+        let _ = ln;
+        let (mut y1, mut y2) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+        lnw.forward(&x, &mut y1).unwrap();
+        lnw.forward(&xs, &mut y2).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&y1), bits(&y2));
+    }
+}
+
+#[test]
+fn every_row_length_f32() {
+    let mut rng = Rng(3);
+    for n in (1..=130).chain([255, 256, 257, 2047, 2048, 2049, 4096]) {
+        let x = gaussian::<f32>(&mut rng, 3 * n, 1.0e4, 1.0);
+        let w = gaussian::<f32>(&mut rng, n, 1.0, 0.3);
+        let b = gaussian::<f32>(&mut rng, n, 0.0, 1.0);
+        all_ln(&x, n, &w, &b, 1e-5, &format!("n={n}"));
+        all_rms(&x, n, &w, None, &format!("rms n={n}"));
+    }
+}
+
+#[test]
+fn mean_1e4_sigma_1_max_abs_error_below_1e_6() {
+    // The bar of the LayerNorm issue: 4096-wide rows, mean 1e4, σ 1, f32 in and out.
+    let mut rng = Rng(4);
+    let (rows, n) = (64, 4096);
+    let x = gaussian::<f32>(&mut rng, rows * n, 1.0e4, 1.0);
+    let mut y = vec![0.0f32; x.len()];
+    LayerNorm::new(n).forward(&x, &mut y).unwrap();
+    let (ry, _, _) = oracle::layer_norm(&x, n, &[], &[], 1e-5);
+    let worst = y
+        .iter()
+        .zip(&ry)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    println!("max abs error, mean 1e4 σ 1: {worst:e}");
+    assert!(worst <= 1e-6, "max abs error {worst:e}");
+}
+
+#[test]
+fn constant_rows_give_exactly_the_bias() {
+    for c in [
+        0.0f32,
+        1.0,
+        -3.0e-38,
+        1.0e-45,
+        1.0e4,
+        7.0e37,
+        f32::MAX,
+        -f32::MAX,
+    ] {
+        for n in [1usize, 2, 17, 64, 300] {
+            let x = vec![c; 2 * n];
+            let b: Vec<f32> = (0..n).map(|j| j as f32 - 3.5).collect();
+            let w = vec![2.0f32; n];
+            for eps in [0.0, 1e-5] {
+                let mut y = vec![f32::NAN; 2 * n];
+                let (mut mean, mut rstd) = ([0.0f32; 2], [0.0f32; 2]);
+                LayerNorm::new(n)
+                    .eps(eps)
+                    .weight(&w)
+                    .bias(&b)
+                    .forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
+                    .unwrap();
+                assert_eq!(&y[..n], &b[..], "c={c} n={n} eps={eps}");
+                assert_eq!(&y[n..], &b[..]);
+                assert_eq!(mean, [c, c]);
+                if eps == 0.0 {
+                    assert_eq!(rstd, [0.0, 0.0], "InvStd rule");
+                }
+                let mut y = vec![f32::NAN; 2 * n];
+                LayerNorm::new(n).eps(eps).forward(&x, &mut y).unwrap();
+                assert!(y.iter().all(|v| *v == 0.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_near_overflow_and_underflow_normalize() {
+    let mut rng = Rng(5);
+    for (mu, s) in [
+        (3.0e38f64, 1.0e37),
+        (0.0, 1.0e38),
+        (-2.0e38, 1.0e38),
+        (1.0e-30, 1.0e-31),
+        (0.0, 1.0e-40),
+    ] {
+        let x: Vec<f32> = gaussian::<f32>(&mut rng, 4 * 100, mu, s)
+            .iter()
+            .map(|v| v.clamp(-f32::MAX, f32::MAX))
+            .collect();
+        all_ln(&x, 100, &[], &[], 0.0, &format!("mu {mu} s {s}"));
+        all_rms(&x, 100, &[], Some(0.0), &format!("rms mu {mu} s {s}"));
+    }
+}
+
+#[test]
+fn nan_and_inf_stay_in_their_row() {
+    let mut rng = Rng(6);
+    let n = 37;
+    let mut x = gaussian::<f32>(&mut rng, 5 * n, 2.0, 1.0);
+    x[n + 3] = f32::NAN;
+    x[3 * n] = f32::INFINITY;
+    let mut y = vec![0.0f32; x.len()];
+    let (mut mean, mut rstd) = ([0.0f32; 5], [0.0f32; 5]);
+    LayerNorm::new(n)
+        .forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
+        .unwrap();
+    for i in 0..5 {
+        let nan_row = i == 1 || i == 3;
+        assert_eq!(
+            y[i * n..][..n].iter().all(|v| v.is_nan()),
+            nan_row,
+            "row {i}"
+        );
+        assert_eq!(
+            y[i * n..][..n].iter().any(|v| v.is_nan()),
+            nan_row,
+            "row {i}"
+        );
+        assert_eq!(mean[i].is_nan() && rstd[i].is_nan(), nan_row);
+    }
+    let mut rstd = [0.0f32; 5];
+    RmsNorm::new(n)
+        .forward_with_stats(&x, &mut y, &mut rstd)
+        .unwrap();
+    for i in 0..5 {
+        let nan_row = i == 1 || i == 3;
+        assert_eq!(
+            y[i * n..][..n].iter().all(|v| v.is_nan()),
+            nan_row,
+            "rms row {i}"
+        );
+        assert_eq!(
+            y[i * n..][..n].iter().any(|v| v.is_nan()),
+            nan_row,
+            "rms row {i}"
+        );
+    }
+}
+
+#[test]
+fn forward_add_rounds_the_residual_once() {
+    let mut rng = Rng(7);
+    let n = 100;
+    let x = gaussian::<half::bf16>(&mut rng, 3 * n, 0.0, 1.0);
+    let r0 = gaussian::<half::bf16>(&mut rng, 3 * n, 5.0, 2.0);
+    let mut r = r0.clone();
+    let mut y = vec![half::bf16::ZERO; 3 * n];
+    LayerNorm::new(n).forward_add(&x, &mut r, &mut y).unwrap();
+    for i in 0..3 * n {
+        assert_eq!(r[i], half::bf16::from_f32(x[i].to_f32() + r0[i].to_f32()));
+    }
+    let mut y2 = vec![half::bf16::ZERO; 3 * n];
+    LayerNorm::new(n).forward(&r, &mut y2).unwrap();
+    assert_eq!(y, y2);
+    let mut r = r0.clone();
+    RmsNorm::new(n).forward_add(&x, &mut r, &mut y).unwrap();
+    RmsNorm::new(n).forward(&r, &mut y2).unwrap();
+    assert_eq!(y, y2);
+}
+
+#[test]
+fn bad_inputs_are_refused_without_writing() {
+    let x = [1.0f32; 12];
+    let w4 = [1.0f32; 4];
+    let w3 = [1.0f32; 3];
+    let s = -9.0f32;
+    let mut y = [s; 12];
+    let (mut m, mut r) = ([s; 3], [s; 3]);
+    let mut res = [s; 12];
+    let cases: Vec<(LayerNorm<f32>, usize, NormError)> = vec![
+        (
+            LayerNorm::new(0),
+            12,
+            NormError::ZeroLength {
+                arg: "normalized_len",
+            },
+        ),
+        (
+            LayerNorm::new(5),
+            12,
+            NormError::NotAMultiple {
+                arg: "x",
+                len: 12,
+                row_len: 5,
+            },
+        ),
+        (LayerNorm::new(4).eps(-1.0), 12, NormError::InvalidEps(-1.0)),
+        (
+            LayerNorm::new(4).weight(&w3),
+            12,
+            NormError::LengthMismatch {
+                arg: "weight",
+                expected: 4,
+                actual: 3,
+            },
+        ),
+        (
+            LayerNorm::new(4).bias(&w3),
+            12,
+            NormError::LengthMismatch {
+                arg: "bias",
+                expected: 4,
+                actual: 3,
+            },
+        ),
+    ];
+    for (ln, len, want) in cases {
+        assert_eq!(ln.forward(&x[..len], &mut y), Err(want.clone()));
+        assert_eq!(
+            ln.forward_with_stats(&x[..len], &mut y, &mut m, &mut r),
+            Err(want.clone())
+        );
+        assert_eq!(
+            ln.forward_add(&x[..len], &mut res, &mut y),
+            Err(want.clone())
+        );
+        let mut xi = x;
+        assert_eq!(ln.forward_in_place(&mut xi), Err(want));
+        assert_eq!(xi, x);
+    }
+    let ln = LayerNorm::new(4).weight(&w4);
+    assert!(matches!(
+        ln.eps(f64::NAN).forward(&x, &mut y),
+        Err(NormError::InvalidEps(_))
+    ));
+    assert!(matches!(
+        ln.eps(f64::INFINITY).forward(&x, &mut y),
+        Err(NormError::InvalidEps(_))
+    ));
+    assert_eq!(
+        ln.forward(&x, &mut y[..11]),
+        Err(NormError::LengthMismatch {
+            arg: "y",
+            expected: 12,
+            actual: 11
+        })
+    );
+    assert_eq!(
+        ln.forward_with_stats(&x, &mut y, &mut m[..2], &mut r),
+        Err(NormError::LengthMismatch {
+            arg: "mean",
+            expected: 3,
+            actual: 2
+        })
+    );
+    assert_eq!(
+        ln.forward_with_stats(&x, &mut y, &mut m, &mut r[..2]),
+        Err(NormError::LengthMismatch {
+            arg: "rstd",
+            expected: 3,
+            actual: 2
+        })
+    );
+    assert_eq!(
+        ln.forward_add(&x, &mut res[..8], &mut y),
+        Err(NormError::LengthMismatch {
+            arg: "residual",
+            expected: 12,
+            actual: 8
+        })
+    );
+    assert!(
+        y.iter().chain(&m).chain(&r).chain(&res).all(|v| *v == s),
+        "an output was written on Err"
+    );
+    let rms = RmsNorm::new(4).weight(&w3);
+    assert_eq!(
+        rms.forward(&x, &mut y),
+        Err(NormError::LengthMismatch {
+            arg: "weight",
+            expected: 4,
+            actual: 3
+        })
+    );
+    assert_eq!(
+        RmsNorm::<f32>::new(4).eps(Some(-0.5)).forward(&x, &mut y),
+        Err(NormError::InvalidEps(-0.5))
+    );
+    assert_eq!(
+        RmsNorm::<f32>::new(0).forward_in_place(&mut y),
+        Err(NormError::ZeroLength {
+            arg: "normalized_len"
+        })
+    );
+    assert_eq!(
+        RmsNorm::new(4).forward_with_stats(&x, &mut y, &mut r[..1]),
+        Err(NormError::LengthMismatch {
+            arg: "rstd",
+            expected: 3,
+            actual: 1
+        })
+    );
+    assert!(
+        y.iter().chain(&r).all(|v| *v == s),
+        "an output was written on Err"
+    );
+}
+
+#[test]
+fn identical_bits_for_1_2_3_8_threads() {
+    let mut rng = Rng(8);
+    let (rows, n) = (300, 1001);
+    let x = gaussian::<f32>(&mut rng, rows * n, 10.0, 3.0);
+    let w = gaussian::<f32>(&mut rng, n, 1.0, 0.1);
+    let run = || {
+        let mut y = vec![0.0f32; x.len()];
+        let (mut m, mut r) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        LayerNorm::new(n)
+            .weight(&w)
+            .forward_with_stats(&x, &mut y, &mut m, &mut r)
+            .unwrap();
+        let mut y2 = vec![0.0f32; x.len()];
+        RmsNorm::new(n).weight(&w).forward(&x, &mut y2).unwrap();
+        y.iter()
+            .chain(&m)
+            .chain(&r)
+            .chain(&y2)
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    let serial = run();
+    for t in [1, 2, 3, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap();
+        assert!(pool.install(run) == serial, "{t} threads");
+    }
+}
