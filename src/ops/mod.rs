@@ -293,7 +293,9 @@ pub(crate) fn normalize_row<T: Element>(
     for (src, dst, lo) in [(s0, d0, 0), (s1, d1, h)] {
         let hi = lo + dst.len();
         match (w, b) {
-            (Some(w), Some(b)) => normalize::<T, true, true>(src, dst, &w[lo..hi], &b[lo..hi], plan),
+            (Some(w), Some(b)) => {
+                normalize::<T, true, true>(src, dst, &w[lo..hi], &b[lo..hi], plan)
+            }
             (Some(w), None) => normalize::<T, true, false>(src, dst, &w[lo..hi], &[], plan),
             (None, Some(b)) => normalize::<T, false, true>(src, dst, &[], &b[lo..hi], plan),
             (None, None) => normalize::<T, false, false>(src, dst, &[], &[], plan),
