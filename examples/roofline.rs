@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 mod support;
 use support::{data, xor_fold};
 
-use simdnorm::{Moments, col_moments, moments, row_moments, two_pass, welford};
+use simdnorm::{LayerNorm, Moments, RmsNorm, col_moments, moments, row_moments, two_pass, welford};
 
 struct Opts {
     quick: bool,
@@ -70,9 +70,11 @@ struct Row {
     op: &'static str,
     shape: String,
     time: Duration,
+    /// Bytes read once plus bytes written.
     bytes: usize,
     copy: Duration,
-    read: Duration,
+    /// The read-only pass over the input (reductions only).
+    read: Option<Duration>,
 }
 
 fn main() {
@@ -117,7 +119,7 @@ fn main() {
                 time,
                 bytes: n * 4,
                 copy,
-                read,
+                read: Some(read),
             });
         }
     }
@@ -130,17 +132,18 @@ fn main() {
         let x = data(r * c);
         let mut dst = vec![0.0f32; r * c];
         let copy = median(reps, || dst.copy_from_slice(black_box(&x)));
-        let read = median(reps, || {
+        let read = Some(median(reps, || {
             black_box(xor_fold(black_box(&x)));
-        });
+        }));
+        let (shape, bytes) = (format!("({r}, {c})"), r * c * 4);
         let mut out = vec![Moments::default(); c];
         let time =
             pool.install(|| median(reps, || col_moments(black_box(&x), c, &mut out).unwrap()));
         rows.push(Row {
             op: "col_moments",
-            shape: format!("({r}, {c})"),
+            shape: shape.clone(),
             time,
-            bytes: r * c * 4,
+            bytes,
             copy,
             read,
         });
@@ -149,23 +152,70 @@ fn main() {
             pool.install(|| median(reps, || row_moments(black_box(&x), c, &mut out).unwrap()));
         rows.push(Row {
             op: "row_moments",
-            shape: format!("({r}, {c})"),
+            shape,
             time,
-            bytes: r * c * 4,
+            bytes,
             copy,
             read,
         });
     }
+    // LayerNorm / RMSNorm forward: reads x once and writes y (2 × the bytes, as the copy).
+    let shapes: &[(usize, usize)] = if o.quick {
+        &[(1, 4096), (128, 4096)]
+    } else {
+        &[(1, 4096), (128, 4096), (4096, 4096), (65536, 256)]
+    };
+    for &(r, c) in shapes {
+        let (x, w, b) = (data(r * c), data(c), data(c));
+        let mut y = vec![0.0f32; r * c];
+        let reps = if r * c >= 1 << 22 { reps } else { reps * 20 };
+        let copy = median(reps, || y.copy_from_slice(black_box(&x)));
+        let (ln, rms) = (
+            LayerNorm::new(c).weight(&w).bias(&b),
+            RmsNorm::new(c).weight(&w),
+        );
+        let shape = format!("{r}x{c}");
+        let time = pool.install(|| median(reps, || ln.forward(black_box(&x), &mut y).unwrap()));
+        rows.push(Row {
+            op: "layer_norm",
+            shape: shape.clone(),
+            time,
+            bytes: 2 * r * c * 4,
+            copy,
+            read: None,
+        });
+        let time = pool.install(|| median(reps, || rms.forward(black_box(&x), &mut y).unwrap()));
+        rows.push(Row {
+            op: "rms_norm",
+            shape,
+            time,
+            bytes: 2 * r * c * 4,
+            copy,
+            read: None,
+        });
+    }
     let gbs = |bytes: usize, t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
+    // copy moves 2 × the input bytes; a reduction's `bytes` is the input alone.
+    let copy_bytes = |r: &Row| {
+        if r.read.is_some() {
+            2 * r.bytes
+        } else {
+            r.bytes
+        }
+    };
+    let pct_copy = |r: &Row| 100.0 * gbs(r.bytes, r.time) / gbs(copy_bytes(r), r.copy);
+    let pct_read = |r: &Row| {
+        r.read
+            .map(|d| 100.0 * d.as_secs_f64() / r.time.as_secs_f64())
+    };
     if o.json {
         let items: Vec<String> = rows
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"f32\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{:.1}}}",
-                    r.op, r.shape, o.threads, r.time.as_nanos(), gbs(r.bytes, r.time),
-                    100.0 * gbs(r.bytes, r.time) / gbs(2 * r.bytes, r.copy),
-                    100.0 * r.read.as_secs_f64() / r.time.as_secs_f64()
+                    "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"f32\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{}}}",
+                    r.op, r.shape, o.threads, r.time.as_nanos(), gbs(r.bytes, r.time), pct_copy(r),
+                    pct_read(r).map_or("null".to_string(), |p| format!("{p:.1}"))
                 )
             })
             .collect();
@@ -188,15 +238,15 @@ fn main() {
     );
     for r in &rows {
         println!(
-            "{:<12} {:>14} {:>5} {:>3} {:>12} {:>8.2} {:>6.0}% {:>6.0}%",
+            "{:<12} {:>14} {:>5} {:>3} {:>12} {:>8.2} {:>6.0}% {:>7}",
             r.op,
             r.shape,
             "f32",
             o.threads,
             format!("{:.3?}", r.time),
             gbs(r.bytes, r.time),
-            100.0 * gbs(r.bytes, r.time) / gbs(2 * r.bytes, r.copy),
-            100.0 * r.read.as_secs_f64() / r.time.as_secs_f64()
+            pct_copy(r),
+            pct_read(r).map_or("—".to_string(), |p| format!("{p:.0}%"))
         );
     }
 }
