@@ -207,7 +207,10 @@ fn rms_case<T: Element + Stored>(g: &Golden, c: &Value) -> usize {
     let eps = c["eps"].as_f64();
     let x: Vec<T> = g.arr(c, "x").unwrap();
     let w: Option<Vec<T>> = g.arr(c, "w");
-    let mut rms = RmsNorm::new(n).eps(eps);
+    let mut rms = RmsNorm::new(n);
+    if let Some(e) = eps {
+        rms = rms.eps(e);
+    }
     if let Some(w) = &w {
         rms = rms.weight(w);
     }

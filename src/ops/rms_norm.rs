@@ -9,7 +9,7 @@ use crate::moments::mean_square;
 /// Root-mean-square normalization over rows of `normalized_len` values (PyTorch
 /// `nn.RMSNorm`): `y = x / sqrt(mean(x²) + eps) · weight`.
 ///
-/// eps defaults to `None`: the machine epsilon of `T::Acc` (`f32::EPSILON` for f32, f16 and
+/// eps defaults to the machine epsilon of `T::Acc` (`f32::EPSILON` for f32, f16 and
 /// bf16; `f64::EPSILON` for f64), as PyTorch's code does. Rows whose squares overflow or
 /// underflow are rescaled exactly; a NaN or ±∞ makes its row NaN.
 ///
@@ -18,7 +18,7 @@ use crate::moments::mean_square;
 /// use simdnorm::RmsNorm;
 /// let x = [3.0f32, 4.0];
 /// let mut y = [0.0f32; 2];
-/// RmsNorm::new(2).eps(Some(0.0)).forward(&x, &mut y)?;
+/// RmsNorm::new(2).eps(0.0).forward(&x, &mut y)?;
 /// let r = 12.5f32.sqrt();
 /// assert!((y[0] - 3.0 / r).abs() < 1e-6 && (y[1] - 4.0 / r).abs() < 1e-6);
 /// # Ok::<(), simdnorm::NormError>(())
@@ -46,15 +46,19 @@ impl<'a, T: Element> RmsNorm<'a, T> {
         }
     }
 
-    /// Sets eps; `None` is the machine epsilon of `T::Acc` (checked by the first call).
+    /// Sets eps (checked by the first call: finite and ≥ 0). Without it, eps is the machine
+    /// epsilon of `T::Acc`.
     ///
     /// # Example
     /// ```
-    /// let rms = simdnorm::RmsNorm::<f32>::new(8).eps(Some(1e-6));
+    /// let rms = simdnorm::RmsNorm::<f32>::new(8).eps(1e-6);
     /// # let _ = rms;
     /// ```
-    pub fn eps(self, eps: Option<f64>) -> Self {
-        Self { eps, ..self }
+    pub fn eps(self, eps: f64) -> Self {
+        Self {
+            eps: Some(eps),
+            ..self
+        }
     }
 
     /// Sets the per-feature weight, `normalized_len` values.
@@ -93,7 +97,7 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// # Example
     /// ```
     /// let mut y = [0.0f64; 2];
-    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward(&[1.0f64, -1.0], &mut y)?;
+    /// simdnorm::RmsNorm::new(2).eps(0.0).forward(&[1.0f64, -1.0], &mut y)?;
     /// assert_eq!(y, [1.0, -1.0]);
     /// # Ok::<(), simdnorm::NormError>(())
     /// ```
@@ -117,7 +121,7 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// # Example
     /// ```
     /// let mut x = [2.0f32, -2.0];
-    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward_in_place(&mut x)?;
+    /// simdnorm::RmsNorm::new(2).eps(0.0).forward_in_place(&mut x)?;
     /// assert_eq!(x, [1.0, -1.0]);
     /// # Ok::<(), simdnorm::NormError>(())
     /// ```
@@ -136,7 +140,7 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// # Example
     /// ```
     /// let (mut y, mut rstd) = ([0.0f32; 2], [0.0f32; 1]);
-    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward_with_stats(&[3.0f32, 4.0], &mut y, &mut rstd)?;
+    /// simdnorm::RmsNorm::new(2).eps(0.0).forward_with_stats(&[3.0f32, 4.0], &mut y, &mut rstd)?;
     /// assert_eq!(rstd[0], 1.0 / 12.5f32.sqrt());
     /// # Ok::<(), simdnorm::NormError>(())
     /// ```
@@ -169,7 +173,7 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// ```
     /// let mut residual = [1.0f32, -3.0];
     /// let mut y = [0.0f32; 2];
-    /// simdnorm::RmsNorm::new(2).eps(Some(0.0)).forward_add(&[1.0f32, 1.0], &mut residual, &mut y)?;
+    /// simdnorm::RmsNorm::new(2).eps(0.0).forward_add(&[1.0f32, 1.0], &mut residual, &mut y)?;
     /// assert_eq!((residual, y), ([2.0, -2.0], [1.0, -1.0]));
     /// # Ok::<(), simdnorm::NormError>(())
     /// ```
