@@ -2,8 +2,10 @@
 //! `copy` (`copy_from_slice` into a preallocated buffer) and `read` (a read-only XOR fold of
 //! the bits: what a single pass over the data cannot beat). Throughput is in bytes of input.
 //!
-//! With more than one thread the `read` baseline is itself split over the pool (the fair
-//! ceiling of a parallel reduction); `copy` stays `copy_from_slice` on the caller's thread.
+//! Kernels and `read` run on the pool (`support::in_pool`: one `install` per sample, as a
+//! caller already on the pool sees them); with more than one thread the `read` baseline is
+//! itself split over the pool (the fair ceiling of a parallel reduction); `copy` stays
+//! `copy_from_slice` on the caller's thread.
 //!
 //! `cargo bench --bench moments` (all); `cargo bench --bench moments -- 'f32/100000000'` (one).
 //! Set `SIMDNORM_BENCH_THREADS=1,2` to choose the pool sizes (default 1 and 2).
@@ -12,22 +14,20 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 
 mod support;
-use support::{data, xor_fold};
+use support::{data, in_pool, xor_fold};
 
 use simdnorm::{Moments, col_moments, moments, oracle, two_pass, welford};
 
-/// The read baseline with `t` threads: the fold split over the pool in 1 MiB pieces (serial
-/// below the kernels' own parallel threshold, as they are).
-fn read(p: &rayon::ThreadPool, t: usize, x: &[f32]) -> u32 {
+/// The read baseline with `t` threads (called on the pool): the fold split over the pool in
+/// 1 MiB pieces, serial below the kernels' own parallel threshold, as they are.
+fn read(t: usize, x: &[f32]) -> u32 {
     use rayon::prelude::*;
     if t == 1 || x.len() < simdnorm::tuning::PAR_ELEMS {
         return xor_fold(x);
     }
-    p.install(|| {
-        x.par_chunks(1 << 18)
-            .map(xor_fold)
-            .reduce(|| 0, |a, b| a ^ b)
-    })
+    x.par_chunks(1 << 18)
+        .map(xor_fold)
+        .reduce(|| 0, |a, b| a ^ b)
 }
 
 fn threads() -> Vec<usize> {
@@ -44,16 +44,6 @@ fn pool(t: usize) -> rayon::ThreadPool {
         .unwrap()
 }
 
-/// Runs `f` in pool `p`. Inputs below the parallel threshold never reach rayon, so they run
-/// directly: `install` costs microseconds, more than a 4096-value kernel.
-fn run<R: Send>(p: &rayon::ThreadPool, n: usize, f: impl FnOnce() -> R + Send) -> R {
-    if n < simdnorm::tuning::PAR_ELEMS {
-        f()
-    } else {
-        p.install(f)
-    }
-}
-
 fn bench_1d(c: &mut Criterion) {
     for &n in &[4096usize, 100_000, 1_000_000, 100_000_000] {
         let x = data(n);
@@ -66,18 +56,20 @@ fn bench_1d(c: &mut Criterion) {
                 g.sample_size(10);
             }
             g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
-            g.bench_function("read", |b| b.iter(|| read(&p, t, black_box(&x))));
+            g.bench_function("read", |b| {
+                b.iter_custom(|k| in_pool(&p, k, || read(t, black_box(&x))))
+            });
             if n <= 1_000_000 && t == 1 {
                 g.bench_function("oracle", |b| b.iter(|| oracle::moments(black_box(&x))));
             }
             g.bench_function("welford", |b| {
-                b.iter(|| run(&p, n, || welford(black_box(&x))))
+                b.iter_custom(|k| in_pool(&p, k, || welford(black_box(&x))))
             });
             g.bench_function("two_pass", |b| {
-                b.iter(|| run(&p, n, || two_pass(black_box(&x))))
+                b.iter_custom(|k| in_pool(&p, k, || two_pass(black_box(&x))))
             });
             g.bench_function("moments", |b| {
-                b.iter(|| run(&p, n, || moments(black_box(&x))))
+                b.iter_custom(|k| in_pool(&p, k, || moments(black_box(&x))))
             });
             g.finish();
         }
@@ -91,10 +83,10 @@ fn bench_1d(c: &mut Criterion) {
     g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
     let p = pool(1);
     g.bench_function("moments", |b| {
-        b.iter(|| p.install(|| moments(black_box(&x))))
+        b.iter_custom(|k| in_pool(&p, k, || moments(black_box(&x))))
     });
     g.bench_function("welford", |b| {
-        b.iter(|| p.install(|| welford(black_box(&x))))
+        b.iter_custom(|k| in_pool(&p, k, || welford(black_box(&x))))
     });
     g.finish();
 }
@@ -110,14 +102,20 @@ fn bench_cols(c: &mut Criterion) {
         g.throughput(Throughput::Bytes((x.len() * 4) as u64));
         g.sample_size(10);
         g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
-        g.bench_function("read", |b| b.iter(|| read(&p, t, black_box(&x))));
+        g.bench_function("read", |b| {
+            b.iter_custom(|k| in_pool(&p, k, || read(t, black_box(&x))))
+        });
         if t == 1 {
             g.bench_function(BenchmarkId::new("oracle", "strided"), |b| {
                 b.iter(|| oracle::col_moments(black_box(&x), cols))
             });
         }
         g.bench_function("simd", |b| {
-            b.iter(|| p.install(|| col_moments(black_box(&x), cols, &mut out).unwrap()))
+            b.iter_custom(|k| {
+                in_pool(&p, k, || {
+                    col_moments(black_box(&x), cols, &mut out).unwrap()
+                })
+            })
         });
         g.finish();
     }

@@ -2,13 +2,14 @@
 //! measured in the same run. Throughput counts the bytes read once plus the bytes written.
 //!
 //! `cargo bench --bench ops`; `cargo bench --bench ops -- '4096x4096'` (one shape).
-//! `SIMDNORM_BENCH_THREADS=1,2` chooses the pool sizes (default 1 and 2).
+//! `SIMDNORM_BENCH_THREADS=1,2` chooses the pool sizes (default 1 and 2). The ops run on the
+//! pool (`support::in_pool`: one `install` per sample).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::data;
+use support::{data, in_pool};
 
 use simdnorm::{LayerNorm, RmsNorm, oracle};
 
@@ -51,25 +52,11 @@ fn bench_rows(c: &mut Criterion) {
             }
             let ln = LayerNorm::new(n).weight(&w).bias(&b);
             let rms = RmsNorm::new(n).weight(&w);
-            // Small inputs run on the caller's thread: no pool hand-off to measure.
-            let small = x.len() < simdnorm::tuning::PAR_ELEMS;
             g.bench_function("layer_norm", |bn| {
-                bn.iter(|| {
-                    if small {
-                        ln.forward(black_box(&x), &mut y).unwrap()
-                    } else {
-                        p.install(|| ln.forward(black_box(&x), &mut y).unwrap())
-                    }
-                })
+                bn.iter_custom(|k| in_pool(&p, k, || ln.forward(black_box(&x), &mut y).unwrap()))
             });
             g.bench_function("rms_norm", |bn| {
-                bn.iter(|| {
-                    if small {
-                        rms.forward(black_box(&x), &mut y).unwrap()
-                    } else {
-                        p.install(|| rms.forward(black_box(&x), &mut y).unwrap())
-                    }
-                })
+                bn.iter_custom(|k| in_pool(&p, k, || rms.forward(black_box(&x), &mut y).unwrap()))
             });
             g.finish();
         }

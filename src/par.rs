@@ -31,8 +31,25 @@ pub(crate) fn join<A: Send, B: Send>(
     }
 }
 
+/// How much more work a call needs before it goes parallel: 1 on a rayon worker thread,
+/// `tuning::COLD_FACTOR` from outside the pool, where the first `join` has to wake the pool
+/// (see `tuning::COLD_FACTOR`). Only *whether* work is split depends on it, never the merge
+/// tree, so the bits of every result are the same either way.
+pub(crate) fn par_scale() -> usize {
+    #[cfg(feature = "rayon")]
+    if rayon::current_thread_index().is_some() {
+        return 1;
+    }
+    tuning::COLD_FACTOR
+}
+
+/// Whether `elems` values of work are worth spreading over the pool from this thread.
+pub(crate) fn worth_parallel(elems: usize) -> bool {
+    cfg!(feature = "rayon") && elems >= tuning::PAR_ELEMS * par_scale()
+}
+
 /// Reduces leaves `0..n` (n ≥ 1) with the fixed pairwise tree. Subtrees of at least
-/// `par_leaves` leaves are split across the pool.
+/// `par_leaves · par_scale()` leaves are split across the pool.
 pub(crate) fn reduce<R: Send>(
     n: usize,
     par_leaves: usize,
@@ -40,7 +57,7 @@ pub(crate) fn reduce<R: Send>(
     combine: &(impl Fn(R, R) -> R + Sync),
 ) -> R {
     debug_assert!(n >= 1, "reduce over no leaves");
-    reduce_range(0, n, par_leaves.max(2), leaf, combine)
+    reduce_range(0, n, (par_leaves * par_scale()).max(2), leaf, combine)
 }
 
 fn reduce_range<R: Send>(

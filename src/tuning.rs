@@ -23,8 +23,8 @@ pub const NACC: usize = 4;
 /// with this threshold, 2 threads give 1.49× at 65536, 1.68× at 131072, 1.88× at 262144.
 pub const PAR_BLOCKS: usize = 32;
 
-/// `row_moments`/`col_moments` hand rows or row blocks to rayon once the matrix has at least
-/// this many elements (same cost argument as [`PAR_BLOCKS`]).
+/// `row_moments`, `col_moments` and the ops hand rows or row blocks to rayon once the input
+/// has at least this many elements (same cost argument as [`PAR_BLOCKS`]).
 pub const PAR_ELEMS: usize = PAR_BLOCKS * BLOCK;
 
 /// Bytes of one `col_moments` leaf (rows × panel columns; at most `RECIP_LEN` = 256 rows):
@@ -37,3 +37,10 @@ pub const COL_LEAF_BYTES: usize = 256 * 1024;
 /// Measured on (65536, 256) f32, 1 thread: 8-vector panels (each pass reading every other
 /// 512 B of the rows) take 8.8 ms against 3.0–4.0 ms for whole rows.
 pub const COL_PANEL_VECTORS: usize = 16;
+
+/// Factor on [`PAR_BLOCKS`] / [`PAR_ELEMS`] for calls made from outside the rayon pool. The
+/// first `join` from such a thread injects the job and sleeps until a worker takes it: measured
+/// 10–25 µs here (n = 1e5 `welford`: 6.4 µs serial, 16.2 µs through a 2-thread pool's
+/// `install`, 32 µs through a 1-thread pool's), so such a call goes parallel only from about
+/// 1 Mi values (~100 µs of work), where 2 threads measured 115 → 68 µs at n = 1e6.
+pub const COLD_FACTOR: usize = 16;

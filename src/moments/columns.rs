@@ -132,7 +132,7 @@ pub(crate) fn col_moments<T: Element>(
     out: &mut [Moments<T::Acc>],
 ) {
     let panel = PV * T::Acc::LANES;
-    par::for_each_chunk_mut(out, panel, x.len() >= PAR_ELEMS, |i, o| {
+    par::for_each_chunk_mut(out, panel, par::worth_parallel(x.len()), |i, o| {
         let cols = Cols {
             x,
             row_len,

@@ -181,9 +181,9 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
         }
     }
 
-    /// Runs `f` over all rows, serially below `tuning::PAR_ELEMS` values.
+    /// Runs `f` over all rows, serially below the parallel threshold (`par::worth_parallel`).
     pub(crate) fn run(self, f: impl Fn(usize, RowMut<'_, T, A>) + Sync) {
-        let parallel = cfg!(feature = "rayon") && self.y.len() >= tuning::PAR_ELEMS;
+        let parallel = par::worth_parallel(self.y.len());
         let per_task = (tuning::PAR_ELEMS / 4 / self.row_len).max(1);
         self.for_each(0, per_task, parallel, &f);
     }
