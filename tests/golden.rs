@@ -2,6 +2,9 @@
 //! format and tolerance rule in `tests/data/GOLDEN.md`) through the simdnorm API.
 //! LayerNorm and RMSNorm cases; the BatchNorm / GroupNorm / backward cases wait for those ops.
 
+mod common;
+
+use common::storage_ulp;
 use half::{bf16, f16};
 use serde_json::Value;
 use simdnorm::{Element, Float, LayerNorm, RmsNorm};
@@ -54,23 +57,6 @@ impl Golden {
                 .collect(),
         )
     }
-}
-
-/// The golden rule's `ulp_T(r)` for f16 / bf16 outputs (0 for f32 / f64).
-fn storage_ulp<T: Element>(r: f64) -> f64 {
-    if size_of::<T>() > 2 {
-        return 0.0;
-    }
-    let probe = T::from_acc(T::Acc::from_f64(1.0 + 2f64.powi(-8)))
-        .to_acc()
-        .to_f64();
-    let (bits, min_exp) = if probe != 1.0 { (10, -14) } else { (7, -126) };
-    let e = if r == 0.0 {
-        min_exp
-    } else {
-        (r.abs().log2().floor() as i32).max(min_exp)
-    };
-    2f64.powi(e - bits)
 }
 
 #[track_caller]

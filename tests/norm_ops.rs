@@ -15,25 +15,6 @@ fn eps_of<T: Element>() -> f64 {
     T::Acc::EPSILON.to_f64()
 }
 
-/// The golden rule's `ulp_T(r)` for values stored in f16 / bf16 (0 for f32 / f64, whose
-/// outputs are held to `K·ε·s` alone): the spacing of `T` at `|r|`, subnormals included.
-fn storage_ulp<T: Element>(r: f64) -> f64 {
-    if size_of::<T>() > 2 {
-        return 0.0;
-    }
-    // f16 keeps 10 fraction bits (1 + 2^-8 is exact), bf16 7.
-    let probe = T::from_acc(T::Acc::from_f64(1.0 + 2f64.powi(-8)))
-        .to_acc()
-        .to_f64();
-    let (bits, min_exp) = if probe != 1.0 { (10, -14) } else { (7, -126) };
-    let e = if r == 0.0 {
-        min_exp
-    } else {
-        (r.abs().log2().floor() as i32).max(min_exp)
-    };
-    2f64.powi(e - bits)
-}
-
 /// Checks LayerNorm outputs against the oracle with the golden rule:
 /// y: s = |w|·(1 + |x̂| + |μ|·r) + |b|; mean: |μ| + σ; rstd: r·(1 + ε·κ²), κ = |μ|·r.
 #[allow(clippy::too_many_arguments)] // the case and the three outputs under test

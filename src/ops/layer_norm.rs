@@ -1,7 +1,9 @@
 //! LayerNorm forward: per row, shifted Welford statistics (`moments::row_shifted`, one read
 //! of the row from memory), then the scale-and-shift step from L1/L2 (`ops::normalize`).
 
-use super::{Plan, RowMut, RowsMut, add_into, check_eps, check_param, normalize_row, rows};
+use super::{
+    Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, normalize_row, rows, run_rows,
+};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::{Run, row_shifted};
@@ -124,12 +126,11 @@ impl<'a, T: Element> LayerNorm<'a, T> {
     pub fn forward(&self, x: &[T], y: &mut [T]) -> Result<(), NormError> {
         self.check(x.len())?;
         check_len("y", x.len(), y.len())?;
-        self.rows(y, None, None, None).run(|i, r| {
-            self.row(
-                Some(&x[i * self.normalized_len..][..self.normalized_len]),
-                r,
-            )
-        });
+        run_rows(
+            self,
+            Some(x),
+            RowsMut::new(self.normalized_len, y, None, None, None),
+        );
         Ok(())
     }
 
@@ -147,7 +148,11 @@ impl<'a, T: Element> LayerNorm<'a, T> {
     /// ```
     pub fn forward_in_place(&self, x: &mut [T]) -> Result<(), NormError> {
         self.check(x.len())?;
-        self.rows(x, None, None, None).run(|_, r| self.row(None, r));
+        run_rows(
+            self,
+            None,
+            RowsMut::new(self.normalized_len, x, None, None, None),
+        );
         Ok(())
     }
 
@@ -177,12 +182,11 @@ impl<'a, T: Element> LayerNorm<'a, T> {
         check_len("y", x.len(), y.len())?;
         check_len("mean", rows, mean.len())?;
         check_len("rstd", rows, rstd.len())?;
-        self.rows(y, None, Some(mean), Some(rstd)).run(|i, r| {
-            self.row(
-                Some(&x[i * self.normalized_len..][..self.normalized_len]),
-                r,
-            )
-        });
+        run_rows(
+            self,
+            Some(x),
+            RowsMut::new(self.normalized_len, y, None, Some(mean), Some(rstd)),
+        );
         Ok(())
     }
 
@@ -206,30 +210,18 @@ impl<'a, T: Element> LayerNorm<'a, T> {
         self.check(x.len())?;
         check_len("residual", x.len(), residual.len())?;
         check_len("y", x.len(), y.len())?;
-        self.rows(y, Some(residual), None, None).run(|i, mut r| {
-            let x = &x[i * self.normalized_len..][..self.normalized_len];
-            if let Some(res) = r.resid.take() {
-                add_into(res, x);
-                self.row(Some(res), r);
-            }
-        });
+        run_rows(
+            self,
+            Some(x),
+            RowsMut::new(self.normalized_len, y, Some(residual), None, None),
+        );
         Ok(())
     }
+}
 
-    fn rows<'b>(
-        &self,
-        y: &'b mut [T],
-        resid: Option<&'b mut [T]>,
-        mean: Option<&'b mut [T::Acc]>,
-        rstd: Option<&'b mut [T::Acc]>,
-    ) -> RowsMut<'b, T, T::Acc> {
-        RowsMut {
-            row_len: self.normalized_len,
-            y,
-            resid,
-            mean,
-            rstd,
-        }
+impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
+    fn row_len(&self) -> usize {
+        self.normalized_len
     }
 
     /// One row: statistics, then the scale-and-shift step (`src = None`: in place).

@@ -116,6 +116,23 @@ fn split_opt<U>(s: Option<&mut [U]>, at: usize) -> (Option<&mut [U]>, Option<&mu
 }
 
 impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
+    /// The buffers of one call (each optional one absent when the method does not write it).
+    pub(crate) fn new(
+        row_len: usize,
+        y: &'a mut [T],
+        resid: Option<&'a mut [T]>,
+        mean: Option<&'a mut [A]>,
+        rstd: Option<&'a mut [A]>,
+    ) -> Self {
+        Self {
+            row_len,
+            y,
+            resid,
+            mean,
+            rstd,
+        }
+    }
+
     fn split(self, rows: usize) -> (Self, Self) {
         let n = self.row_len;
         let (y0, y1) = self.y.split_at_mut(rows * n);
@@ -187,6 +204,35 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
         let per_task = (tuning::PAR_ELEMS / 4 / self.row_len).max(1);
         self.for_each(0, per_task, parallel, &f);
     }
+}
+
+/// A row-wise normalization: its row length and how one row is normalized.
+pub(crate) trait RowNorm<T: Element>: Sync {
+    /// Values per row.
+    fn row_len(&self) -> usize;
+    /// Normalizes one row (`src = None`: in place in `r.y`), writing its statistics where
+    /// `r` asks for them.
+    fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>);
+}
+
+/// Drives `op` over every row: from `x` into `rows.y` (`x = None`: in place), or with
+/// `rows.resid` present, `resid += x` first and the summed row normalized (`forward_add`).
+pub(crate) fn run_rows<T: Element>(
+    op: &impl RowNorm<T>,
+    x: Option<&[T]>,
+    rows: RowsMut<'_, T, T::Acc>,
+) {
+    let n = op.row_len();
+    rows.run(|i, mut r| {
+        let x = x.map(|x| &x[i * n..][..n]);
+        match (r.resid.take(), x) {
+            (Some(res), Some(x)) => {
+                add_into(res, x);
+                op.row(Some(res), r);
+            }
+            _ => op.row(x, r),
+        }
+    });
 }
 
 /// `residual += x`, rounded once to `T` (`forward_add`'s first step; the row stays in cache),

@@ -1,7 +1,9 @@
 //! RMSNorm forward: per row, the mean square (`moments::mean_square`, one read of the row),
 //! then the scaling step from L1/L2 (`ops::normalize`).
 
-use super::{Plan, RowMut, RowsMut, add_into, check_eps, check_param, normalize_row, rows};
+use super::{
+    Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, normalize_row, rows, run_rows,
+};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::mean_square;
@@ -104,12 +106,11 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     pub fn forward(&self, x: &[T], y: &mut [T]) -> Result<(), NormError> {
         self.check(x.len())?;
         check_len("y", x.len(), y.len())?;
-        self.rows(y, None, None).run(|i, r| {
-            self.row(
-                Some(&x[i * self.normalized_len..][..self.normalized_len]),
-                r,
-            )
-        });
+        run_rows(
+            self,
+            Some(x),
+            RowsMut::new(self.normalized_len, y, None, None, None),
+        );
         Ok(())
     }
 
@@ -127,7 +128,11 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// ```
     pub fn forward_in_place(&self, x: &mut [T]) -> Result<(), NormError> {
         self.check(x.len())?;
-        self.rows(x, None, None).run(|_, r| self.row(None, r));
+        run_rows(
+            self,
+            None,
+            RowsMut::new(self.normalized_len, x, None, None, None),
+        );
         Ok(())
     }
 
@@ -153,12 +158,11 @@ impl<'a, T: Element> RmsNorm<'a, T> {
         let rows = self.check(x.len())?;
         check_len("y", x.len(), y.len())?;
         check_len("rstd", rows, rstd.len())?;
-        self.rows(y, None, Some(rstd)).run(|i, r| {
-            self.row(
-                Some(&x[i * self.normalized_len..][..self.normalized_len]),
-                r,
-            )
-        });
+        run_rows(
+            self,
+            Some(x),
+            RowsMut::new(self.normalized_len, y, None, None, Some(rstd)),
+        );
         Ok(())
     }
 
@@ -181,29 +185,18 @@ impl<'a, T: Element> RmsNorm<'a, T> {
         self.check(x.len())?;
         check_len("residual", x.len(), residual.len())?;
         check_len("y", x.len(), y.len())?;
-        self.rows(y, Some(residual), None).run(|i, mut r| {
-            let x = &x[i * self.normalized_len..][..self.normalized_len];
-            if let Some(res) = r.resid.take() {
-                add_into(res, x);
-                self.row(Some(res), r);
-            }
-        });
+        run_rows(
+            self,
+            Some(x),
+            RowsMut::new(self.normalized_len, y, Some(residual), None, None),
+        );
         Ok(())
     }
+}
 
-    fn rows<'b>(
-        &self,
-        y: &'b mut [T],
-        resid: Option<&'b mut [T]>,
-        rstd: Option<&'b mut [T::Acc]>,
-    ) -> RowsMut<'b, T, T::Acc> {
-        RowsMut {
-            row_len: self.normalized_len,
-            y,
-            resid,
-            mean: None,
-            rstd,
-        }
+impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
+    fn row_len(&self) -> usize {
+        self.normalized_len
     }
 
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
