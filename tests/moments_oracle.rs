@@ -370,3 +370,29 @@ fn exact_cases() {
     }
     assert!(Moments::<f64>::default().variance(0).is_nan());
 }
+
+#[test]
+fn merge_of_means_near_opposite_limits_keeps_the_mean() {
+    // δ = mean_b − mean_a overflows f32; the merged mean is still the weighted mean.
+    let a = Moments {
+        count: 3,
+        mean: 3.0e38f32,
+        m2: 0.0,
+    };
+    let b = Moments {
+        count: 1,
+        mean: -3.0e38f32,
+        m2: 0.0,
+    };
+    let m = a.merge(&b);
+    assert_eq!(m.count, 4);
+    assert!((m.mean - 1.5e38).abs() <= 1.5e38 * 1e-6, "mean {}", m.mean);
+    assert_eq!(m.m2, f32::INFINITY, "m2 = 2.7e77 is beyond f32");
+    // and a NaN part stays NaN
+    let n = Moments {
+        count: 2,
+        mean: f32::NAN,
+        m2: f32::NAN,
+    };
+    assert!(a.merge(&n).mean.is_nan() && n.merge(&a).m2.is_nan());
+}
