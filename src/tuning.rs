@@ -27,16 +27,10 @@ pub const PAR_BLOCKS: usize = 32;
 /// has at least this many elements (same cost argument as [`PAR_BLOCKS`]).
 pub const PAR_ELEMS: usize = PAR_BLOCKS * BLOCK;
 
-/// Bytes of one `col_moments` leaf (rows × panel columns; at most `RECIP_LEN` = 256 rows):
+/// Bytes of one `col_moments` leaf (rows × row bytes; at most `RECIP_LEN` = 256 rows):
 /// 256 rows of 256 f32. Measured on (65536, 256) f32, 1 thread, against a read-only pass:
 /// 32 KiB leaves 69 %, 64 KiB 80 %, 256 KiB 97 % (fewer Chan merges of 16-vector states).
 pub const COL_LEAF_BYTES: usize = 256 * 1024;
-
-/// Vectors (of `LANES` columns each) in one `col_moments` column panel: 16 × f32x16 = 256
-/// columns, so a (65536, 256) BatchNorm input is streamed row after row, in address order.
-/// Measured on (65536, 256) f32, 1 thread: 8-vector panels (each pass reading every other
-/// 512 B of the rows) take 8.8 ms against 3.0–4.0 ms for whole rows.
-pub const COL_PANEL_VECTORS: usize = 16;
 
 /// Factor on [`PAR_BLOCKS`] / [`PAR_ELEMS`] for calls made from outside the rayon pool. The
 /// first `join` from such a thread injects the job and sleeps until a worker takes it: measured
@@ -44,3 +38,9 @@ pub const COL_PANEL_VECTORS: usize = 16;
 /// `install`, 32 µs through a 1-thread pool's), so such a call goes parallel only from about
 /// 1 Mi values (~100 µs of work), where 2 threads measured 115 → 68 µs at n = 1e6.
 pub const COLD_FACTOR: usize = 16;
+
+/// Vectors of columns whose Welford states a `col_moments` leaf updates down all its rows
+/// before moving on: 16 × f32x16 = 256 columns, 16 × 256 B of states in L1. A (65536, 256)
+/// BatchNorm input is then one block, its rows streamed in address order; wider rows are
+/// taken a block at a time within a leaf that stays in L2 (`COL_LEAF_BYTES`).
+pub const COL_BLOCK_VECTORS: usize = 16;

@@ -1,128 +1,131 @@
 //! Column moments of a `(rows, row_len)` matrix: adjacent columns in lanes, rows streamed.
 //!
 //! ```text
-//! for each panel of ≤ COL_PANEL_VECTORS·LANES adjacent columns (pilot p = per column, the
-//! median of the first, middle and last rows' values, scale s = 1 unless rescuing an overflow):
-//!   LEAF (R ≤ RECIP_LEN rows, R·panel bytes ≈ COL_LEAF_BYTES): shifted Welford down the
+//! every column at once (pilot p = per column, the median of the first, middle and last rows'
+//! values, scale s = 1 unless rescuing an overflow):
+//!   LEAF (R ≤ RECIP_LEN rows, R·row bytes ≈ COL_LEAF_BYTES): shifted Welford down the
 //!        rows, one state (mean, m2) per column, row k of the leaf is step k of every lane:
 //!          y = x·s − p,  δ = y − mean,  mean += δ·(1/k),  m2 += δ·(y − mean)
 //!   TREE: leaves merged by lanes::chan (all lanes have the same count) in the fixed pairwise
 //!         tree of par::reduce, so the result is the same for any thread count.
 //! ```
-//! The panel covers a whole row when `row_len ≤ COL_PANEL_VECTORS·LANES` (256 f32), so a
-//! BatchNorm `(N, C)` input is read once, in address order, as one stream (a two-pass leaf
-//! measured 35 % of read bandwidth here: the pause for its second pass starves the prefetcher).
+//! Leaves span whole rows, so a BatchNorm `(N, C)` input is read once, in address order, as one
+//! stream (a two-pass leaf measured 35 % of read bandwidth here: the pause for its second pass
+//! starves the prefetcher).
 
 use super::lanes::{chan, sweep_columns};
 use super::{Moments, Rescue};
 use crate::element::{Arith, Element, Float, RECIP_LEN, Vector};
 use crate::par;
-use crate::tuning::{COL_LEAF_BYTES, COL_PANEL_VECTORS as PV, PAR_ELEMS};
+use crate::tuning::{COL_BLOCK_VECTORS, COL_LEAF_BYTES, PAR_ELEMS};
 
 type V<T> = <<T as Element>::Acc as Float>::V;
 
-/// Shifted moments of the columns of one panel; every lane has the same `count`.
-#[derive(Clone, Copy)]
-struct Panel<X> {
+/// Per vector of columns: (mean, m2, scale, −pilot).
+type State<X> = (X, X, X, X);
+
+/// Shifted moments of every column over some rows; every lane has the same `count`.
+struct Leaf<X> {
     count: u64,
-    mean: [X; PV],
-    m2: [X; PV],
+    st: Vec<State<X>>,
 }
 
-/// The matrix and the panel's columns `c0..c0 + w`.
+/// The matrix.
 #[derive(Clone, Copy)]
 struct Cols<'a, T> {
     x: &'a [T],
     row_len: usize,
-    c0: usize,
-    w: usize,
 }
 
 impl<T: Element> Cols<'_, T> {
     fn row(&self, r: usize) -> &[T] {
-        &self.x[r * self.row_len + self.c0..][..self.w]
+        &self.x[r * self.row_len..][..self.row_len]
     }
 
     /// LEAF: Welford over rows `r0..r1` (at most `RECIP_LEN`), every column at once: row `k`
     /// is step `k` of every lane, so all lanes share the count and `1/k` comes from the
-    /// table. The states live in L1 (a whole row of them) and the rows are read once, in
-    /// address order. `SCALED` is false on the fast path (`s = 1`: a subtraction, and the
-    /// scales are never loaded). Measured alternatives: two rows per visit of a state (half
-    /// the state traffic) ran 2× slower from DRAM, the two interleaved row streams defeating
-    /// the prefetcher (interleaving the two rows every 8 or 4 vectors instead of every vector:
-    /// the same 5.9–6.5 ms); loading row `a` into 16 registers first and then visiting each state
-    /// once for rows `a` and `b` (one stream) spilled and ran 1.4× slower; register-resident
-    /// sub-panels of 4 vectors read rows strided and ran 2.5× slower.
-    fn leaf<const SCALED: bool>(
-        &self,
-        r0: usize,
-        r1: usize,
-        s: &[V<T>; PV],
-        p: &[V<T>; PV],
-    ) -> Panel<V<T>> {
+    /// table. The states (one allocation per leaf) are updated a block of columns at a time
+    /// (`COL_BLOCK_VECTORS`), so the block's states stay in L1 while the leaf's rows stay in
+    /// L2; for rows of ≤ 256 f32 a block is the whole row and rows are read in address order. `SCALED` is false on the fast path (`s = 1`:
+    /// a subtraction, and the scales are never loaded). Measured alternatives: 256-column
+    /// panels, each a separate pass over the rows (fixed-size states on the stack): as fast
+    /// for ≤ 256 columns but 32–34 % of copy at (4096, 4096), each pass reading 1 KiB of every
+    /// 16 KiB row; two rows per visit of a state (half the state traffic) ran 2× slower from
+    /// DRAM whether the rows interleaved every 1, 4 or 8 vectors; loading row `a` into 16
+    /// registers first spilled (1.4× slower); register-resident sub-panels of 4 vectors read
+    /// rows strided and ran 2.5× slower.
+    fn leaf<const SCALED: bool>(&self, r0: usize, r1: usize, init: &[State<V<T>>]) -> Leaf<V<T>> {
         debug_assert!(r1 - r0 <= RECIP_LEN);
-        let zero = V::<T>::ZERO;
-        let mut state = [(zero, zero, zero, zero); PV];
-        for (st, (sv, pv)) in state.iter_mut().zip(s.iter().zip(p)) {
-            *st = (zero, zero, *sv, V::<T>::neg_of(*pv));
+        let mut st = init.to_vec();
+        let lanes = T::Acc::LANES;
+        // Blocks of COL_BLOCK_VECTORS vectors of columns, each down all the leaf's rows, so the
+        // states being updated stay in L1; the leaf's rows (≤ COL_LEAF_BYTES) stay in L2
+        // between blocks.
+        for (b, block) in st.chunks_mut(COL_BLOCK_VECTORS).enumerate() {
+            let c0 = b * COL_BLOCK_VECTORS * lanes;
+            let c1 = self.row_len.min(c0 + COL_BLOCK_VECTORS * lanes);
+            let rows = (r0..r1)
+                .zip(T::Acc::RECIP)
+                .map(|(r, k)| (&self.row(r)[c0..c1], *k));
+            sweep_columns(rows, block, |(mean, m2, sv, np), v, k| {
+                let y = if SCALED { v.mul_add(*sv, *np) } else { v + *np };
+                let d = y - *mean;
+                *mean = d.mul_add(V::<T>::splat(k), *mean);
+                *m2 = d.mul_add(y - *mean, *m2);
+            });
         }
-        let rows = (r0..r1).zip(T::Acc::RECIP).map(|(r, k)| (self.row(r), *k));
-        sweep_columns(rows, &mut state, |(mean, m2, sv, np), v, k| {
-            let y = if SCALED { v.mul_add(*sv, *np) } else { v + *np };
-            let d = y - *mean;
-            *mean = d.mul_add(V::<T>::splat(k), *mean);
-            *m2 = d.mul_add(y - *mean, *m2);
-        });
-        Panel {
+        Leaf {
             count: (r1 - r0) as u64,
-            mean: state.map(|st| st.0),
-            m2: state.map(|st| st.1),
+            st,
         }
     }
 
-    /// TREE: the whole panel for per-lane scale `s` and pilot `p`.
-    fn moments(&self, rows: usize, s: &[V<T>; PV], p: &[V<T>; PV]) -> Panel<V<T>> {
-        let per_leaf = (COL_LEAF_BYTES / (self.w * size_of::<T>())).clamp(1, RECIP_LEN);
+    /// TREE: every column, for the per-lane scales and pilots in `init`.
+    fn moments(&self, rows: usize, init: &[State<V<T>>], scaled: bool) -> Leaf<V<T>> {
+        let per_leaf = (COL_LEAF_BYTES / (self.row_len * size_of::<T>())).clamp(1, RECIP_LEN);
         let leaves = rows.div_ceil(per_leaf);
-        let par_leaves = (PAR_ELEMS / (per_leaf * self.w)).max(2);
-        let one = V::<T>::splat(T::Acc::ONE).to_array();
-        let scaled = s.iter().any(|v| v.to_array().as_ref() != one.as_ref());
+        let par_leaves = (PAR_ELEMS / (per_leaf * self.row_len)).max(2);
         par::reduce(
             leaves,
             par_leaves,
             &|i| {
                 let (r0, r1) = (i * per_leaf, rows.min((i + 1) * per_leaf));
                 if scaled {
-                    self.leaf::<true>(r0, r1, s, p)
+                    self.leaf::<true>(r0, r1, init)
                 } else {
-                    self.leaf::<false>(r0, r1, s, p)
+                    self.leaf::<false>(r0, r1, init)
                 }
             },
-            &|a: Panel<V<T>>, b: Panel<V<T>>| {
+            &|mut a: Leaf<V<T>>, b: Leaf<V<T>>| {
                 let n = (a.count + b.count) as f64;
                 let wb = V::<T>::splat(T::Acc::from_f64(b.count as f64 / n));
                 let w = V::<T>::splat(T::Acc::from_f64(a.count as f64 * b.count as f64 / n));
-                let mut out = a;
-                out.count += b.count;
-                for i in 0..self.w.div_ceil(T::Acc::LANES) {
-                    (out.mean[i], out.m2[i]) = chan(a.mean[i], a.m2[i], b.mean[i], b.m2[i], wb, w);
+                for (x, y) in a.st.iter_mut().zip(&b.st) {
+                    (x.0, x.1) = chan(x.0, x.1, y.0, y.1, wb, w);
                 }
-                out
+                a.count += b.count;
+                a
             },
         )
     }
 }
 
-/// Lane `j` of the panel vectors.
-fn lane<A: Float>(v: &[A::V; PV], j: usize) -> A {
-    v[j / A::LANES].to_array().as_ref()[j % A::LANES]
+/// Lane `j` of the vectors of a per-column field.
+fn lane<A: Float>(st: &[State<A::V>], field: impl Fn(&State<A::V>) -> A::V, j: usize) -> A {
+    field(&st[j / A::LANES]).to_array().as_ref()[j % A::LANES]
 }
 
-/// Sets lane `j` of the panel vectors.
-fn set_lane<A: Float>(v: &mut [A::V; PV], j: usize, a: A) {
-    let mut arr = v[j / A::LANES].to_array();
+/// Sets lane `j` of a per-column field.
+fn set_lane<A: Float>(
+    st: &mut [State<A::V>],
+    field: impl Fn(&mut State<A::V>) -> &mut A::V,
+    j: usize,
+    a: A,
+) {
+    let v = field(&mut st[j / A::LANES]);
+    let mut arr = v.to_array();
     arr.as_mut()[j % A::LANES] = a;
-    v[j / A::LANES] = Vector::from_array(arr);
+    *v = Vector::from_array(arr);
 }
 
 /// `col_moments` for a checked matrix with `rows ≥ 1`.
@@ -132,59 +135,46 @@ pub(crate) fn col_moments<T: Element>(
     rows: usize,
     out: &mut [Moments<T::Acc>],
 ) {
-    let panel = PV * T::Acc::LANES;
-    par::for_each_chunk_mut(out, panel, par::worth_parallel(x.len()), |i, o| {
-        let cols = Cols {
-            x,
-            row_len,
-            c0: i * panel,
-            w: o.len(),
-        };
-        panel_moments(&cols, rows, o);
-    });
-}
-
-fn panel_moments<T: Element>(cols: &Cols<'_, T>, rows: usize, out: &mut [Moments<T::Acc>]) {
-    let one = V::<T>::splat(T::Acc::ONE);
-    let mut s = [one; PV];
-    let mut p = [V::<T>::ZERO; PV];
+    let cols = Cols { x, row_len };
+    let (zero, one) = (V::<T>::ZERO, V::<T>::splat(T::Acc::ONE));
+    let mut init = vec![(zero, zero, one, zero); row_len.div_ceil(T::Acc::LANES)];
     // Pilot: per column, the median of the first, middle and last rows (see `pilot_of`).
-    for j in 0..out.len() {
-        let column = [cols.row(0)[j], cols.row(rows / 2)[j], cols.row(rows - 1)[j]];
-        set_lane(&mut p, j, super::pilot_of(&column));
+    let pilot =
+        |j: usize| super::pilot_of(&[cols.row(0)[j], cols.row(rows / 2)[j], cols.row(rows - 1)[j]]);
+    for j in 0..row_len {
+        set_lane(&mut init, |s| &mut s.3, j, -pilot(j));
     }
-    let fast = cols.moments(rows, &s, &p);
+    let fast = cols.moments(rows, &init, false);
     let mut rescue = false;
     for (j, o) in out.iter_mut().enumerate() {
         let m = Moments {
             count: fast.count,
-            mean: lane(&fast.mean, j),
-            m2: lane(&fast.m2, j),
+            mean: lane(&fast.st, |s| s.0, j),
+            m2: lane(&fast.st, |s| s.1, j),
         };
-        *o = m.unshift(lane(&p, j), 0);
+        *o = m.unshift(pilot(j), 0);
         rescue |= o.needs_rescue();
     }
     if !rescue {
         return;
     }
-    // RESCUE (rare): overflow or underflow in some columns; redo the panel with a power-of-two
-    // scale on those lanes (s = 1 on the others leaves their results bit for bit unchanged).
-    let mut plan = [Rescue::Scale(0); PV * 16];
+    // RESCUE (rare): overflow or underflow in some columns; redo with a power-of-two scale on
+    // those lanes (s = 1 on the others leaves their results bit for bit unchanged).
+    let mut plan = vec![Rescue::Scale(0); row_len];
     for (j, o) in out.iter().enumerate() {
         if o.needs_rescue() {
-            let column = cols.x[cols.c0 + j..].iter().step_by(cols.row_len);
+            let column = x[j..].iter().step_by(row_len);
             plan[j] = Rescue::plan(
                 column.fold(T::Acc::ZERO, |a, v| super::max_abs_scalar(a, v.to_acc())),
             );
             if let Rescue::Scale(k) = plan[j] {
                 let sj = T::Acc::exp2i(k);
-                set_lane(&mut s, j, sj);
-                let pj = lane::<T::Acc>(&p, j);
-                set_lane(&mut p, j, pj * sj);
+                set_lane(&mut init, |s| &mut s.2, j, sj);
+                set_lane(&mut init, |s| &mut s.3, j, -(pilot(j) * sj));
             }
         }
     }
-    let scaled = cols.moments(rows, &s, &p);
+    let scaled = cols.moments(rows, &init, true);
     for (j, o) in out.iter_mut().enumerate() {
         if !o.needs_rescue() {
             continue;
@@ -193,10 +183,10 @@ fn panel_moments<T: Element>(cols: &Cols<'_, T>, rows: usize, out: &mut [Moments
             Rescue::Nan => Moments::nan(o.count),
             Rescue::Scale(k) => Moments {
                 count: scaled.count,
-                mean: lane(&scaled.mean, j),
-                m2: lane(&scaled.m2, j),
+                mean: lane(&scaled.st, |s| s.0, j),
+                m2: lane(&scaled.st, |s| s.1, j),
             }
-            .unshift(lane(&p, j), k),
+            .unshift(pilot(j) * T::Acc::exp2i(k), k),
         };
     }
 }
