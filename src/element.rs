@@ -32,8 +32,6 @@ pub trait Arith:
 {
     /// `self * b + c`; fused where the target has FMA.
     fn mul_add(self, b: Self, c: Self) -> Self;
-    /// `-x`.
-    fn neg_of(x: Self) -> Self;
 }
 
 /// SIMD vector of an accumulator type `A` (`f32x16` for `f32`, `f64x8` for `f64`).
@@ -152,19 +150,11 @@ macro_rules! impl_float {
                 // the kernels only call it outside hot loops.
                 <$t>::mul_add(self, b, c)
             }
-            #[inline(always)]
-            fn neg_of(x: Self) -> Self {
-                -x
-            }
         }
         impl Arith for $v {
             #[inline(always)]
             fn mul_add(self, b: Self, c: Self) -> Self {
                 <$v>::mul_add(self, b, c)
-            }
-            #[inline(always)]
-            fn neg_of(x: Self) -> Self {
-                -x
             }
         }
         impl Vector<$t> for $v {
