@@ -4,7 +4,8 @@
 //!   whole chunks, then the tail (fewer than `LANES` elements) loaded by `load_partial` and
 //!   masked by [`Lanes::keep`]. Every SIMD reduction of the crate over a contiguous slice is a
 //!   closure handed to it.
-//! * [`sweep_columns`]: the same over row segments, accumulator `i` for vector `i`.
+//! * [`sweep_columns`], [`sweep_column_pairs`]: the same over row segments (one or two rows
+//!   per visit), accumulator `i` for vector `i`.
 //! * [`lane_sum`]: a fixed pairwise tree over accumulators and lanes.
 //! * [`chan`] and [`fold_equal`]: the Chan, Golub & LeVeque merge, written once for scalars
 //!   and vectors; [`fold_equal`] folds states of equal count (accumulators, then lanes).
@@ -80,6 +81,25 @@ pub(crate) fn sweep_columns<'a, T: Element, S, E: Copy>(
         }
         if let (false, Some(s)) = (tail.is_empty(), acc.get_mut(chunks.len())) {
             f(s, load_partial(tail), e);
+        }
+    }
+}
+
+/// [`sweep_columns`] over pairs of row segments of equal length: `f(acc[i], vector i of
+/// row a, vector i of row b, e)`, visiting each state once per two rows.
+#[inline(always)]
+pub(crate) fn sweep_column_pairs<'a, T: Element, S, E: Copy>(
+    pairs: impl Iterator<Item = (&'a [T], &'a [T], E)>,
+    acc: &mut [S],
+    mut f: impl FnMut(&mut S, <T::Acc as Float>::V, <T::Acc as Float>::V, E),
+) {
+    for (a, b, e) in pairs {
+        let ((ca, ta), (cb, tb)) = (T::as_chunks(a), T::as_chunks(b));
+        for (s, (va, vb)) in acc.iter_mut().zip(ca.iter().zip(cb)) {
+            f(s, T::load(va), T::load(vb), e);
+        }
+        if let (false, Some(s)) = (ta.is_empty(), acc.get_mut(ca.len())) {
+            f(s, load_partial(ta), load_partial(tb), e);
         }
     }
 }
