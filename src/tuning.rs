@@ -28,8 +28,10 @@ pub const PAR_BLOCKS: usize = 32;
 pub const PAR_ELEMS: usize = PAR_BLOCKS * BLOCK;
 
 /// Bytes of one `col_moments` leaf (rows × row bytes; at most `RECIP_LEN` = 256 rows):
-/// 256 rows of 256 f32. Measured on (65536, 256) f32, 1 thread, against a read-only pass:
-/// 32 KiB leaves 69 %, 64 KiB 80 %, 256 KiB 97 % (fewer Chan merges of 16-vector states).
+/// 256 rows of 256 f32, or 16 rows of 4096 (kept in L2 while its column blocks are swept).
+/// Measured on (65536, 256) f32, 1 thread, against a read-only pass, with the earlier
+/// one-row-per-visit kernel: 32 KiB leaves 69 %, 64 KiB 80 %, 256 KiB 97 % (fewer Chan
+/// merges); on (4096, 4096), 512 KiB and 1 MiB leaves were no faster than 256 KiB.
 pub const COL_LEAF_BYTES: usize = 256 * 1024;
 
 /// Factor on [`PAR_BLOCKS`] / [`PAR_ELEMS`] for calls made from outside the rayon pool. The
@@ -41,6 +43,7 @@ pub const COLD_FACTOR: usize = 16;
 
 /// Vectors of columns whose Welford states a `col_moments` leaf updates down all its rows
 /// before moving on: 16 × f32x16 = 256 columns, 16 × 256 B of states in L1. A (65536, 256)
-/// BatchNorm input is then one block, its rows streamed in address order; wider rows are
-/// taken a block at a time within a leaf that stays in L2 (`COL_LEAF_BYTES`).
+/// BatchNorm input is then one block, its rows streamed in address order (two rows at a
+/// time, half a leaf apart); wider rows are taken a block at a time within a leaf that stays
+/// in L2 (`COL_LEAF_BYTES`).
 pub const COL_BLOCK_VECTORS: usize = 16;
