@@ -384,42 +384,29 @@ fn nan_and_inf_stay_in_their_row() {
     let mut x = gaussian::<f32>(&mut rng, 5 * n, 2.0, 1.0);
     x[n + 3] = f32::NAN;
     x[3 * n] = f32::INFINITY;
+    // Rows 1 and 3 are NaN in every output and statistic; the others in none.
+    let check = |y: &[f32], stats: &[&[f32]], what: &str| {
+        for i in 0..5 {
+            let nan_row = i == 1 || i == 3;
+            let row = &y[i * n..][..n];
+            assert_eq!(row.iter().all(|v| v.is_nan()), nan_row, "{what} row {i}");
+            assert_eq!(row.iter().any(|v| v.is_nan()), nan_row, "{what} row {i}");
+            for s in stats {
+                assert_eq!(s[i].is_nan(), nan_row, "{what} statistic of row {i}");
+            }
+        }
+    };
     let mut y = vec![0.0f32; x.len()];
     let (mut mean, mut rstd) = ([0.0f32; 5], [0.0f32; 5]);
     LayerNorm::new(n)
         .forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
         .unwrap();
-    for i in 0..5 {
-        let nan_row = i == 1 || i == 3;
-        assert_eq!(
-            y[i * n..][..n].iter().all(|v| v.is_nan()),
-            nan_row,
-            "row {i}"
-        );
-        assert_eq!(
-            y[i * n..][..n].iter().any(|v| v.is_nan()),
-            nan_row,
-            "row {i}"
-        );
-        assert_eq!(mean[i].is_nan() && rstd[i].is_nan(), nan_row);
-    }
+    check(&y, &[&mean, &rstd], "LayerNorm");
     let mut rstd = [0.0f32; 5];
     RmsNorm::new(n)
         .forward_with_stats(&x, &mut y, &mut rstd)
         .unwrap();
-    for i in 0..5 {
-        let nan_row = i == 1 || i == 3;
-        assert_eq!(
-            y[i * n..][..n].iter().all(|v| v.is_nan()),
-            nan_row,
-            "rms row {i}"
-        );
-        assert_eq!(
-            y[i * n..][..n].iter().any(|v| v.is_nan()),
-            nan_row,
-            "rms row {i}"
-        );
-    }
+    check(&y, &[&rstd], "RMSNorm");
 }
 
 #[test]

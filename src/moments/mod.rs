@@ -305,10 +305,9 @@ fn estimate<T: Element>(
     x: &[T],
     kernel: impl Fn(&[T], T::Acc, T::Acc) -> Moments<T::Acc>,
 ) -> Moments<T::Acc> {
-    let Some(first) = x.first() else {
+    if x.is_empty() {
         return Moments::EMPTY;
-    };
-    let _ = first;
+    }
     let p = pilot_of(x);
     match run(x, p, kernel) {
         Run::Fast(m) => m.unshift(p, 0),
