@@ -287,8 +287,20 @@ pub(crate) fn normalize<T: Element, const W: bool, const B: bool>(
     let (bc, bt) = T::as_chunks(b);
     let (dc, dt) = T::as_chunks_mut(dst);
     // `w`, `b` are empty when absent (W, B false): no load, no index past their end.
-    let wv = |i: usize| if W { wc.get(i).map_or(one, T::load) } else { one };
-    let bv = |i: usize| if B { bc.get(i).map_or(one, T::load) } else { one };
+    let wv = |i: usize| {
+        if W {
+            wc.get(i).map_or(one, T::load)
+        } else {
+            one
+        }
+    };
+    let bv = |i: usize| {
+        if B {
+            bc.get(i).map_or(one, T::load)
+        } else {
+            one
+        }
+    };
     match src {
         Some(src) => {
             let (sc, st) = T::as_chunks(src);
