@@ -50,6 +50,15 @@ pub enum NormError {
         /// Channels configured.
         channels: usize,
     },
+    /// A sequence length of masked BatchNorm exceeds the padded length.
+    LengthOutOfRange {
+        /// Which sample.
+        index: usize,
+        /// Its length.
+        length: usize,
+        /// The padded length `hw`.
+        max: usize,
+    },
     /// Training statistics need more than one value per channel (PyTorch: "Expected more
     /// than 1 value per channel when training").
     TooFewValues {
@@ -76,6 +85,10 @@ impl fmt::Display for NormError {
             Self::InvalidGroups { groups, channels } => {
                 write!(f, "{groups} groups do not divide {channels} channels")
             }
+            Self::LengthOutOfRange { index, length, max } => write!(
+                f,
+                "`lengths[{index}]` = {length} exceeds the padded length {max}"
+            ),
             Self::TooFewValues { per_channel } => write!(
                 f,
                 "expected more than 1 value per channel when training, got {per_channel}"

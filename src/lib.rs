@@ -63,7 +63,7 @@ pub use element::{Arith, Element, Float, Vector};
 struct ReadmeDoctests;
 pub use error::NormError;
 pub use moments::{Moments, Welford, col_moments, moments, row_moments, two_pass, welford};
-pub use ops::{LayerNorm, RmsNorm};
+pub use ops::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, RunningStats};
 
 /// The SIMD vector `wide` was compiled to use for f32, e.g. `"f32x16 via avx512f"`.
 ///

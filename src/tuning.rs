@@ -47,3 +47,8 @@ pub const COLD_FACTOR: usize = 16;
 /// time, half a leaf apart); wider rows are taken a block at a time within a leaf that stays
 /// in L2 (`COL_LEAF_BYTES`).
 pub const COL_BLOCK_VECTORS: usize = 16;
+
+/// Values per block of a BatchNorm `(rows, C)` normalize step (`ops::ColPlan`): the
+/// per-column plans are repeated over `COL_PLAN_VALUES / C` rows, so narrow rows are
+/// normalized as one run of vectors (5 plan arrays of 512 f32 = 10 KiB, in L1).
+pub const COL_PLAN_VALUES: usize = 512;

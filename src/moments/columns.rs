@@ -14,7 +14,7 @@
 //! starves the prefetcher).
 
 use super::lanes::{chan, sweep_column_pairs, sweep_columns};
-use super::{Moments, Rescue};
+use super::{Moments, Rescue, Run};
 use crate::element::{Arith, Element, Float, RECIP_LEN, Vector};
 use crate::par;
 use crate::tuning::{COL_BLOCK_VECTORS, COL_LEAF_BYTES, PAR_ELEMS};
@@ -150,12 +150,14 @@ fn set_lane<A: Float>(
     *v = Vector::from_array(arr);
 }
 
-/// `col_moments` for a checked matrix with `rows ≥ 1`.
-pub(crate) fn col_moments<T: Element>(
+/// Shifted statistics of every column of a checked matrix with `rows ≥ 1`: `emit(j, p, run)`
+/// for each column `j` in order, `p` its pilot and `run` the moments of `x − p` (or of the
+/// rescaled column, see `Run`). `col_moments` unshifts them; BatchNorm keeps them apart.
+pub(crate) fn col_shifted<T: Element>(
     x: &[T],
     row_len: usize,
     rows: usize,
-    out: &mut [Moments<T::Acc>],
+    mut emit: impl FnMut(usize, T::Acc, Run<T::Acc>),
 ) {
     let cols = Cols { x, row_len };
     let (zero, one) = (V::<T>::ZERO, V::<T>::splat(T::Acc::ONE));
@@ -167,48 +169,44 @@ pub(crate) fn col_moments<T: Element>(
         set_lane(&mut init, |s| &mut s.3, j, -pilot(j));
     }
     let fast = cols.moments(rows, &init, false);
-    let mut rescue = false;
-    for (j, o) in out.iter_mut().enumerate() {
-        let m = Moments {
-            count: fast.count,
-            mean: lane(&fast.st, |s| s.0, j),
-            m2: lane(&fast.st, |s| s.1, j),
-        };
-        *o = m.unshift(pilot(j), 0);
-        rescue |= o.needs_rescue();
-    }
-    if !rescue {
+    let shifted = |st: &Leaf<V<T>>, j: usize| Moments {
+        count: st.count,
+        mean: lane(&st.st, |s| s.0, j),
+        m2: lane(&st.st, |s| s.1, j),
+    };
+    let rescue = |j: usize| shifted(&fast, j).unshift(pilot(j), 0).needs_rescue();
+    if !(0..row_len).any(rescue) {
+        for j in 0..row_len {
+            emit(j, pilot(j), Run::Fast(shifted(&fast, j)));
+        }
         return;
     }
     // RESCUE (rare): overflow or underflow in some columns; redo with a power-of-two scale on
     // those lanes (s = 1 on the others leaves their results bit for bit unchanged).
-    let mut plan = vec![Rescue::Scale(0); row_len];
-    for (j, o) in out.iter().enumerate() {
-        if o.needs_rescue() {
+    let mut plan = vec![None; row_len];
+    for (j, pj) in plan.iter_mut().enumerate() {
+        if rescue(j) {
             let column = x[j..].iter().step_by(row_len);
-            plan[j] = Rescue::plan(
+            let r = Rescue::plan(
                 column.fold(T::Acc::ZERO, |a, v| super::max_abs_scalar(a, v.to_acc())),
             );
-            if let Rescue::Scale(k) = plan[j] {
+            if let Rescue::Scale(k) = r {
                 let sj = T::Acc::exp2i(k);
                 set_lane(&mut init, |s| &mut s.2, j, sj);
                 set_lane(&mut init, |s| &mut s.3, j, -(pilot(j) * sj));
             }
+            *pj = Some(r);
         }
     }
     let scaled = cols.moments(rows, &init, true);
-    for (j, o) in out.iter_mut().enumerate() {
-        if !o.needs_rescue() {
-            continue;
-        }
-        *o = match plan[j] {
-            Rescue::Nan => Moments::nan(o.count),
-            Rescue::Scale(k) => Moments {
-                count: scaled.count,
-                mean: lane(&scaled.st, |s| s.0, j),
-                m2: lane(&scaled.st, |s| s.1, j),
+    for (j, pj) in plan.iter().enumerate() {
+        let run = match pj {
+            None => Run::Fast(shifted(&fast, j)),
+            Some(Rescue::Nan) => Run::Nan(fast.count),
+            Some(Rescue::Scale(k)) => {
+                Run::Scaled(shifted(&scaled, j), pilot(j) * T::Acc::exp2i(*k), *k)
             }
-            .unshift(pilot(j) * T::Acc::exp2i(k), k),
         };
+        emit(j, pilot(j), run);
     }
 }

@@ -13,6 +13,7 @@
 //! is what a rescaled copy would give (an `m2` beyond `A::MAX` is then +∞: not representable).
 
 mod columns;
+pub(crate) use columns::col_shifted;
 mod lanes;
 mod streaming;
 mod two_pass;
@@ -223,6 +224,7 @@ fn max_abs<T: Element>(x: &[T]) -> T::Acc {
 }
 
 /// The outcome of running a kernel with the rescue.
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Run<A> {
     /// The fast path: moments of `x − p`.
     Fast(Moments<A>),
@@ -240,15 +242,37 @@ fn run<T: Element>(
     p: T::Acc,
     kernel: impl Fn(&[T], T::Acc, T::Acc) -> Moments<T::Acc>,
 ) -> Run<T::Acc> {
-    let m = kernel(x, T::Acc::ONE, p);
+    run_with(p, |s, p| kernel(x, s, p), || max_abs(x))
+}
+
+/// [`run`] over any data: `kernel(s, p)` gives the moments of its values `x·s − p`, `amax()`
+/// their largest magnitude (only asked for when rescuing).
+#[inline]
+fn run_with<A: Float>(
+    p: A,
+    kernel: impl Fn(A, A) -> Moments<A>,
+    amax: impl FnOnce() -> A,
+) -> Run<A> {
+    let m = kernel(A::ONE, p);
     if !m.unshift(p, 0).needs_rescue() {
         return Run::Fast(m);
     }
-    match Rescue::plan(max_abs(x)) {
+    match Rescue::plan(amax()) {
         Rescue::Nan => Run::Nan(m.count),
         Rescue::Scale(k) => {
-            let ps = p * T::Acc::exp2i(k);
-            Run::Scaled(kernel(x, T::Acc::exp2i(k), ps), ps, k)
+            let ps = p * A::exp2i(k);
+            Run::Scaled(kernel(A::exp2i(k), ps), ps, k)
+        }
+    }
+}
+
+impl<A: Float> Run<A> {
+    /// The moments of the values themselves, for the pilot `p` the run was made with.
+    pub(crate) fn unshift(self, p: A) -> Moments<A> {
+        match self {
+            Run::Fast(m) => m.unshift(p, 0),
+            Run::Scaled(m, ps, k) => m.unshift(ps, k),
+            Run::Nan(count) => Moments::nan(count),
         }
     }
 }
@@ -285,6 +309,46 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
     (p, run(x, p, welford_kernel))
 }
 
+/// Statistics of values spread over `n` slices (`seg(i)`, some possibly empty, at least one
+/// not): a BatchNorm channel of an `(N, C, HW)` input, or its valid positions. One pilot for
+/// all slices (the median of the first, a middle and the last value), the slices' shifted
+/// Welford moments merged in the fixed pairwise tree of `par::reduce` (parallel for many).
+pub(crate) fn segments_shifted<'x, T: Element>(
+    n: usize,
+    seg: &(impl Fn(usize) -> &'x [T] + Sync),
+) -> (T::Acc, Run<T::Acc>) {
+    let first = (0..n).map(seg).find(|s| !s.is_empty()).unwrap_or(&[]);
+    let last = (0..n).rev().map(seg).find(|s| !s.is_empty()).unwrap_or(&[]);
+    let mid = Some(seg(n / 2)).filter(|s| !s.is_empty()).unwrap_or(first);
+    if first.is_empty() {
+        return (T::Acc::ZERO, Run::Fast(Moments::EMPTY));
+    }
+    let p = pilot_of(&[first[0], mid[mid.len() / 2], last[last.len() - 1]]);
+    let width = (0..n).map(|i| seg(i).len()).max().unwrap_or(1).max(1);
+    let par_leaves = (tuning::PAR_ELEMS / width).max(2);
+    let kernel = |s: T::Acc, p: T::Acc| {
+        par::reduce(
+            n,
+            par_leaves,
+            &|i| {
+                let x = seg(i);
+                if x.is_empty() {
+                    Moments::EMPTY
+                } else {
+                    welford_kernel(x, s, p)
+                }
+            },
+            &|a, b| a.merge(&b),
+        )
+    };
+    let amax = || {
+        (0..n)
+            .map(|i| max_abs(seg(i)))
+            .fold(T::Acc::ZERO, max_abs_scalar)
+    };
+    (p, run_with(p, kernel, amax))
+}
+
 /// `Σ (x·2^k)² / n` and `k` (0 unless the squares overflow or underflow), or `None` when `x`
 /// holds a NaN or ±∞. For RMSNorm; `x` non-empty.
 pub(crate) fn mean_square<T: Element>(x: &[T]) -> Option<(T::Acc, i32)> {
@@ -309,11 +373,7 @@ fn estimate<T: Element>(
         return Moments::EMPTY;
     }
     let p = pilot_of(x);
-    match run(x, p, kernel) {
-        Run::Fast(m) => m.unshift(p, 0),
-        Run::Scaled(m, ps, k) => m.unshift(ps, k),
-        Run::Nan(count) => Moments::nan(count),
-    }
+    run(x, p, kernel).unshift(p)
 }
 
 /// Mean and variance by shifted Welford, vectorized (see `welford.rs` for the algorithm).
@@ -449,7 +509,7 @@ pub fn col_moments<T: Element>(
     } else if row_len == 1 {
         out[0] = moments(x);
     } else {
-        columns::col_moments(x, row_len, rows, out);
+        columns::col_shifted(x, row_len, rows, |j, p, run| out[j] = run.unshift(p));
     }
     Ok(())
 }

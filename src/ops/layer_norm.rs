@@ -2,11 +2,11 @@
 //! of the row from memory), then the scale-and-shift step from L1/L2 (`ops::normalize`).
 
 use super::{
-    Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, normalize_row, rows, run_rows,
+    RowMut, RowNorm, RowsMut, Stats, check_eps, check_param, normalize_row, rows, run_rows,
 };
-use crate::element::{Element, Float};
+use crate::element::Element;
 use crate::error::{NormError, check_len};
-use crate::moments::{Run, row_shifted};
+use crate::moments::row_shifted;
 
 /// Layer normalization over the last `normalized_len` values of each row (PyTorch
 /// `nn.LayerNorm(normalized_shape)` with `normalized_len` = the product of `normalized_shape`):
@@ -226,26 +226,14 @@ impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
 
     /// One row: statistics, then the scale-and-shift step (`src = None`: in place).
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
-        let n = T::Acc::from_u64(self.normalized_len as u64);
         let (p, run) = row_shifted(src.unwrap_or(r.y));
-        let (plan, mean, rstd) = match run {
-            Run::Fast(m) => {
-                let (plan, rstd) = Plan::new(p, m.mean, m.m2 / n, 0, self.eps);
-                (plan, T::Acc::from_f64(p.to_f64() + m.mean.to_f64()), rstd)
-            }
-            Run::Scaled(m, ps, k) => {
-                let (plan, rstd) = Plan::new(ps, m.mean, m.m2 / n, k, self.eps);
-                let mean = (ps.to_f64() + m.mean.to_f64()) * 2f64.powi(-k);
-                (plan, T::Acc::from_f64(mean), rstd)
-            }
-            Run::Nan(_) => (Plan::nan(), T::Acc::NAN, T::Acc::NAN),
-        };
+        let stats = Stats::new(p, run, self.eps);
         if let Some(m) = r.mean {
-            *m = mean;
+            *m = stats.mean;
         }
         if let Some(s) = r.rstd {
-            *s = rstd;
+            *s = stats.rstd;
         }
-        normalize_row(src, r.y, self.weight, self.bias, plan);
+        normalize_row(src, r.y, self.weight, self.bias, stats.plan);
     }
 }

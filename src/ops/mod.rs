@@ -7,17 +7,25 @@
 //! ```
 //! with `s = 2^k` a power of two (1 unless the row's squares overflow or underflow), `ps` the
 //! scaled pilot, `m` the row's mean relative to it (LayerNorm; 0 for RMSNorm) and
-//! `a = rstd / s`. Keeping the pilot and the small offset `m` apart keeps `x − mean` exact
+//! `a = rstd / s`. Where one weight and bias apply to a whole row or segment (BatchNorm and
+//! GroupNorm channels) they are folded in: `y = ((x·s − ps) − m)·(a·w) + b`
+//! ([`Plan::affine`]); BatchNorm over `(N, C)` rows takes one such plan per column
+//! ([`ColPlan`]). Keeping the pilot and the small offset `m` apart keeps `x − mean` exact
 //! where PyTorch's `x·scale + shift` form loses digits (pytorch#108072).
 
+mod batch_norm;
+mod group_norm;
 mod layer_norm;
 mod rms_norm;
 
+pub use batch_norm::{BatchNorm, Layout, RunningStats};
+pub use group_norm::GroupNorm;
 pub use layer_norm::LayerNorm;
 pub use rms_norm::RmsNorm;
 
 use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
 use crate::error::{NormError, check_len, rows_of};
+use crate::moments::Run;
 use crate::{par, tuning};
 
 /// How one row is normalized (see the module docs).
@@ -27,6 +35,8 @@ pub(crate) struct Plan<A> {
     ps: A,
     m: A,
     a: A,
+    /// Added after scaling: the bias folded in by [`Plan::affine`], else 0.
+    c: A,
 }
 
 impl<A: Float> Plan<A> {
@@ -37,6 +47,39 @@ impl<A: Float> Plan<A> {
             ps: A::ZERO,
             m: A::ZERO,
             a: A::NAN,
+            c: A::ZERO,
+        }
+    }
+
+    /// Normalization by given statistics (BatchNorm eval): `y = (x − mean)·a`,
+    /// `a = 1/sqrt(var + eps)` from f64 (0 when `var + eps == 0`, NaN when negative).
+    pub(crate) fn eval(mean: A, var: A, eps: f64) -> Self {
+        let d = var.to_f64() + eps;
+        let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
+        Self {
+            s: A::ONE,
+            ps: mean,
+            m: A::ZERO,
+            a: A::from_f64(a.min(A::MAX.to_f64())),
+            c: A::ZERO,
+        }
+    }
+
+    /// Folds one weight and bias into the plan: `y = ((x·s − ps) − m)·(a·w) + b`, `a·w`
+    /// rounded once (and kept finite where `a` was clamped, as in [`Plan::new`]). A
+    /// zero-variance row still gives exactly `b`.
+    pub(crate) fn affine(self, w: Option<A>, b: Option<A>) -> Self {
+        let a = match w {
+            Some(w) => {
+                let max = A::MAX.to_f64();
+                A::from_f64((self.a.to_f64() * w.to_f64()).clamp(-max, max))
+            }
+            None => self.a,
+        };
+        Self {
+            a,
+            c: b.unwrap_or(A::ZERO),
+            ..self
         }
     }
 
@@ -55,8 +98,59 @@ impl<A: Float> Plan<A> {
             // `a` exceeds A::MAX only when every scaled deviation is exactly 0 (deviations
             // are multiples of the row's ulp otherwise): keep 0·a = 0 finite.
             a: A::from_f64(a.min(A::MAX.to_f64())),
+            c: A::ZERO,
         };
         (plan, A::from_f64(a * u))
+    }
+}
+
+/// The statistics of one row, channel or group, from its pilot and shifted moments.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stats<A> {
+    /// How its values are normalized.
+    pub(crate) plan: Plan<A>,
+    /// The mean, `pilot + offset` rounded once.
+    pub(crate) mean: A,
+    /// `1/sqrt(biased var + eps)` (0 for zero variance with eps = 0).
+    pub(crate) rstd: A,
+    /// The mean and the unbiased variance in f64, for running statistics (NaN for fewer than
+    /// two values).
+    pub(crate) mean64: f64,
+    pub(crate) var64: f64,
+}
+
+impl<A: Float> Stats<A> {
+    /// From the pilot `p` and the run of the moment kernel over the values.
+    pub(crate) fn new(p: A, run: Run<A>, eps: f64) -> Self {
+        let (m, ps, k) = match run {
+            Run::Fast(m) => (m, p, 0),
+            Run::Scaled(m, ps, k) => (m, ps, k),
+            Run::Nan(_) => {
+                return Self {
+                    plan: Plan::nan(),
+                    mean: A::NAN,
+                    rstd: A::NAN,
+                    mean64: f64::NAN,
+                    var64: f64::NAN,
+                };
+            }
+        };
+        let n = A::from_u64(m.count);
+        let (plan, rstd) = Plan::new(ps, m.mean, m.m2 / n, k, eps);
+        let u = 2f64.powi(-k);
+        let mean64 = (ps.to_f64() + m.mean.to_f64()) * u;
+        let var64 = if m.count >= 2 {
+            m.m2.to_f64() * u * u / (m.count - 1) as f64
+        } else {
+            f64::NAN
+        };
+        Self {
+            plan,
+            mean: A::from_f64(mean64),
+            rstd,
+            mean64,
+            var64,
+        }
     }
 }
 
@@ -273,9 +367,10 @@ pub(crate) fn normalize<T: Element, const W: bool, const B: bool>(
         V::<T>::splat(plan.m),
         V::<T>::splat(plan.a),
     );
+    let c = V::<T>::splat(plan.c);
     let one = V::<T>::splat(T::Acc::ONE);
     let f = |v: V<T>, wv: V<T>, bv: V<T>| {
-        let z = (v.mul_add(s, nps) - m) * a;
+        let z = (v.mul_add(s, nps) - m).mul_add(a, c);
         match (W, B) {
             (true, true) => z.mul_add(wv, bv),
             (true, false) => z * wv,
@@ -358,6 +453,99 @@ pub(crate) fn normalize_row<T: Element>(
             (Some(w), None) => normalize::<T, true, false>(src, dst, &w[lo..hi], &[], plan),
             (None, Some(b)) => normalize::<T, false, true>(src, dst, &[], &b[lo..hi], plan),
             (None, None) => normalize::<T, false, false>(src, dst, &[], &[], plan),
+        }
+    }
+}
+
+/// One [`Plan`] per column of `(rows, C)` data (BatchNorm `Nc` / `Nhwc`), repeated over
+/// `reps` rows so that a block of `reps` whole rows is normalized as one flat run of vectors
+/// (a 64-channel row alone is four vectors: the per-row overhead would dominate).
+pub(crate) struct ColPlan<A> {
+    s: Vec<A>,
+    nps: Vec<A>,
+    m: Vec<A>,
+    a: Vec<A>,
+    c: Vec<A>,
+    scaled: bool,
+    /// Values per block: `reps · C`.
+    pub(crate) block: usize,
+}
+
+impl<A: Float> ColPlan<A> {
+    /// From one plan per column (`plans.len()` = C).
+    pub(crate) fn new(plans: &[Plan<A>]) -> Self {
+        let reps = (tuning::COL_PLAN_VALUES / plans.len()).max(1);
+        let block = reps * plans.len();
+        let field = |f: fn(&Plan<A>) -> A| plans.iter().map(f).cycle().take(block).collect();
+        Self {
+            s: field(|p| p.s),
+            nps: field(|p| -p.ps),
+            m: field(|p| p.m),
+            a: field(|p| p.a),
+            c: field(|p| p.c),
+            scaled: plans.iter().any(|p| p.s != A::ONE),
+            block,
+        }
+    }
+
+    /// Normalizes whole rows `src` (starting at a row boundary) into `dst`, a block of
+    /// [`ColPlan::block`] values at a time, stores aligned as in [`normalize_row`].
+    pub(crate) fn normalize<T: Element<Acc = A>>(&self, src: &[T], dst: &mut [T]) {
+        for (src, dst) in src.chunks(self.block).zip(dst.chunks_mut(self.block)) {
+            let h = head_len(dst);
+            let (d0, d1) = dst.split_at_mut(h);
+            for (src, dst, lo) in [(&src[..h], d0, 0), (&src[h..], d1, h)] {
+                if self.scaled {
+                    self.segment::<T, true>(src, dst, lo);
+                } else {
+                    self.segment::<T, false>(src, dst, lo);
+                }
+            }
+        }
+    }
+
+    /// `dst = plan_j(src)` for the values at offsets `lo..` of a block.
+    #[inline]
+    fn segment<T: Element<Acc = A>, const SCALED: bool>(
+        &self,
+        src: &[T],
+        dst: &mut [T],
+        lo: usize,
+    ) {
+        let hi = lo + dst.len();
+        let f = |x: A::V, s: A::V, nps: A::V, m: A::V, a: A::V, c: A::V| {
+            let y = if SCALED { x.mul_add(s, nps) } else { x + nps };
+            (y - m).mul_add(a, c)
+        };
+        let (xc, xt) = T::as_chunks(src);
+        let (dc, dt) = T::as_chunks_mut(dst);
+        let (sc, st) = A::as_chunks(&self.s[lo..hi]);
+        let (pc, pt) = A::as_chunks(&self.nps[lo..hi]);
+        let (mc, mt) = A::as_chunks(&self.m[lo..hi]);
+        let (ac, at) = A::as_chunks(&self.a[lo..hi]);
+        let (cc, ct) = A::as_chunks(&self.c[lo..hi]);
+        for (i, (d, x)) in dc.iter_mut().zip(xc).enumerate() {
+            let s = if SCALED { A::load(&sc[i]) } else { A::V::ZERO };
+            let v = f(
+                T::load(x),
+                s,
+                A::load(&pc[i]),
+                A::load(&mc[i]),
+                A::load(&ac[i]),
+                A::load(&cc[i]),
+            );
+            T::store(v, d);
+        }
+        if !dt.is_empty() {
+            let v = f(
+                load_partial(xt),
+                load_partial(st),
+                load_partial(pt),
+                load_partial(mt),
+                load_partial(at),
+                load_partial(ct),
+            );
+            store_partial(v, dt);
         }
     }
 }

@@ -1,0 +1,496 @@
+//! BatchNorm forward: per-channel statistics over the batch (and spatial positions), running
+//! statistics with PyTorch's update rules, and the padding-aware masked variant.
+//!
+//! ```text
+//! Nc / Nhwc  (rows, C), rows = N·HW:  STATS  moments::col_shifted (one read of x, columns in
+//!                                            lanes, rows streamed)
+//!                                     NORM   ColPlan: blocks of whole rows, one plan per lane
+//! Nchw       (N, C, HW):              per channel (parallel over channels):
+//!                                     STATS  moments::segments_shifted over its N segments
+//!                                     NORM   the same segments right after, while they are
+//!                                            still in L2 (a channel of (32, 64, 56, 56) f32
+//!                                            is 401 KB: x is read from memory once)
+//! ```
+//! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel.
+
+use super::{ColPlan, Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
+use crate::element::{Element, Float};
+use crate::error::{NormError, check_len};
+use crate::moments::{col_shifted, segments_shifted};
+use crate::{par, tuning};
+
+/// How a BatchNorm input is stored.
+///
+/// # Example
+/// ```
+/// use simdnorm::Layout;
+/// // BatchNorm1d over (N, C) = (32, 20), BatchNorm2d over (N, C, H, W) = (8, 3, 4, 4)
+/// let (nc, nchw) = (Layout::Nc { n: 32 }, Layout::Nchw { n: 8, hw: 16 });
+/// # let _ = (nc, nchw);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `(N, C)`: BatchNorm1d on 2-D input.
+    Nc {
+        /// Batch size.
+        n: usize,
+    },
+    /// `(N, C, HW)`: BatchNorm1d on `(N, C, L)` (`hw = L`), BatchNorm2d/3d (`hw = H·W[·D]`).
+    Nchw {
+        /// Batch size.
+        n: usize,
+        /// Spatial positions per channel and sample.
+        hw: usize,
+    },
+    /// `(N, HW, C)`: channels-last.
+    Nhwc {
+        /// Batch size.
+        n: usize,
+        /// Spatial positions per sample.
+        hw: usize,
+    },
+}
+
+impl Layout {
+    /// `(n, hw)`.
+    fn dims(self) -> (usize, usize) {
+        match self {
+            Layout::Nc { n } => (n, 1),
+            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => (n, hw),
+        }
+    }
+}
+
+/// The running statistics of a BatchNorm layer (PyTorch's `running_mean`, `running_var`,
+/// `num_batches_tracked` buffers), updated in place by training calls.
+///
+/// # Example
+/// ```
+/// use simdnorm::RunningStats;
+/// let (mut mean, mut var, mut nbt) = ([0.0f32; 4], [1.0f32; 4], 0u64);
+/// let running = RunningStats { mean: &mut mean, var: &mut var, num_batches_tracked: &mut nbt };
+/// # let _ = running;
+/// ```
+#[derive(Debug)]
+pub struct RunningStats<'a, A> {
+    /// Running mean per channel.
+    pub mean: &'a mut [A],
+    /// Running (unbiased) variance per channel.
+    pub var: &'a mut [A],
+    /// Training batches seen; incremented by every training call.
+    pub num_batches_tracked: &'a mut u64,
+}
+
+/// Batch normalization (PyTorch `nn.BatchNorm1d/2d/3d`): each channel normalized over the
+/// batch and the spatial positions, `y = (x − mean)/sqrt(var + eps)·weight + bias`.
+///
+/// eps defaults to 1e-5, momentum to `Some(0.1)`; `momentum(None)` is PyTorch's cumulative
+/// moving average. Weight and bias are optional (`affine=False`).
+///
+/// Edge semantics: a zero-variance channel normalizes to exactly 0 (so outputs exactly
+/// `bias`), also with eps = 0 (PyTorch's `InvStd`); channels of values near ±`f32::MAX` are
+/// rescaled exactly; a NaN or ±∞ makes its channel's outputs and statistics NaN, no others.
+///
+/// # Example
+/// ```
+/// use simdnorm::{BatchNorm, Layout, RunningStats};
+/// let x = [1.0f32, 10.0,
+///          3.0, 10.0];                       // (N, C) = (2, 2)
+/// let (mut y, mut mean, mut invstd) = ([0.0f32; 4], [0.0f32; 2], [0.0f32; 2]);
+/// let (mut rm, mut rv, mut nbt) = ([0.0f32; 2], [1.0f32; 2], 0);
+/// let bn = BatchNorm::new(2).eps(0.0);
+/// let running = RunningStats { mean: &mut rm, var: &mut rv, num_batches_tracked: &mut nbt };
+/// bn.forward_train(&x, Layout::Nc { n: 2 }, &mut y, Some(running), &mut mean, &mut invstd)?;
+/// assert_eq!(y, [-1.0, 0.0, 1.0, 0.0]);
+/// assert_eq!((mean, invstd), ([2.0, 10.0], [1.0, 0.0]));
+/// assert_eq!((rm, nbt), ([0.2, 1.0], 1));
+/// assert!((rv[0] - (0.9 + 0.1 * 2.0)).abs() < 1e-6); // unbiased variance 2
+/// # Ok::<(), simdnorm::NormError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNorm<'a, T> {
+    channels: usize,
+    eps: f64,
+    momentum: Option<f64>,
+    weight: Option<&'a [T]>,
+    bias: Option<&'a [T]>,
+}
+
+/// One channel's output segments (`Nchw`) and its statistics once computed.
+struct Channel<'y, T, A> {
+    y: Vec<&'y mut [T]>,
+    stats: Option<Stats<A>>,
+}
+
+impl<'a, T: Element> BatchNorm<'a, T> {
+    /// BatchNorm over `channels` channels: eps 1e-5, momentum `Some(0.1)`, no weight or bias.
+    ///
+    /// # Example
+    /// ```
+    /// let bn = simdnorm::BatchNorm::<f32>::new(64);
+    /// # let _ = bn;
+    /// ```
+    pub fn new(channels: usize) -> Self {
+        Self {
+            channels,
+            eps: 1e-5,
+            momentum: Some(0.1),
+            weight: None,
+            bias: None,
+        }
+    }
+
+    /// Sets eps (checked by the first call: finite and ≥ 0).
+    ///
+    /// # Example
+    /// ```
+    /// let bn = simdnorm::BatchNorm::<f32>::new(8).eps(1e-3);
+    /// # let _ = bn;
+    /// ```
+    pub fn eps(self, eps: f64) -> Self {
+        Self { eps, ..self }
+    }
+
+    /// Sets the momentum of the running statistics: `Some(m)` gives
+    /// `running = (1 − m)·running + m·batch`, `None` the cumulative average over
+    /// `num_batches_tracked` (checked by the first training call: `m` in `[0, 1]`).
+    ///
+    /// # Example
+    /// ```
+    /// let bn = simdnorm::BatchNorm::<f32>::new(8).momentum(None);
+    /// # let _ = bn;
+    /// ```
+    pub fn momentum(self, momentum: Option<f64>) -> Self {
+        Self { momentum, ..self }
+    }
+
+    /// Sets the per-channel weight (γ), `channels` values.
+    ///
+    /// # Example
+    /// ```
+    /// let w = [1.0f32; 8];
+    /// let bn = simdnorm::BatchNorm::new(8).weight(&w);
+    /// # let _ = bn;
+    /// ```
+    pub fn weight(self, weight: &'a [T]) -> Self {
+        Self {
+            weight: Some(weight),
+            ..self
+        }
+    }
+
+    /// Sets the per-channel bias (β), `channels` values.
+    ///
+    /// # Example
+    /// ```
+    /// let b = [0.0f32; 8];
+    /// let bn = simdnorm::BatchNorm::new(8).bias(&b);
+    /// # let _ = bn;
+    /// ```
+    pub fn bias(self, bias: &'a [T]) -> Self {
+        Self {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
+    /// Checks the configuration and `x` against `(n, hw)`; returns `(n, hw)`.
+    fn check(&self, x: usize, y: usize, n: usize, hw: usize) -> Result<(), NormError> {
+        if self.channels == 0 {
+            return Err(NormError::ZeroLength { arg: "channels" });
+        }
+        if n == 0 {
+            return Err(NormError::ZeroLength { arg: "n" });
+        }
+        if hw == 0 {
+            return Err(NormError::ZeroLength { arg: "hw" });
+        }
+        let len = n
+            .checked_mul(hw)
+            .and_then(|v| v.checked_mul(self.channels))
+            .unwrap_or(usize::MAX);
+        check_len("x", len, x)?;
+        check_len("y", len, y)?;
+        check_eps(self.eps)?;
+        check_param("weight", self.weight, self.channels)?;
+        check_param("bias", self.bias, self.channels)?;
+        Ok(())
+    }
+
+    /// Checks the training outputs; `values` per channel.
+    fn check_train(
+        &self,
+        values: usize,
+        running: &Option<RunningStats<'_, T::Acc>>,
+        saved_mean: &[T::Acc],
+        saved_invstd: &[T::Acc],
+    ) -> Result<(), NormError> {
+        if let Some(m) = self.momentum
+            && !(0.0..=1.0).contains(&m)
+        {
+            return Err(NormError::InvalidMomentum(m));
+        }
+        if let Some(r) = running {
+            check_len("running.mean", self.channels, r.mean.len())?;
+            check_len("running.var", self.channels, r.var.len())?;
+        }
+        check_len("saved_mean", self.channels, saved_mean.len())?;
+        check_len("saved_invstd", self.channels, saved_invstd.len())?;
+        if values < 2 {
+            return Err(NormError::TooFewValues {
+                per_channel: values,
+            });
+        }
+        Ok(())
+    }
+
+    /// Channel `c`'s weight and bias, in the accumulator type.
+    fn affine(&self, c: usize) -> (Option<T::Acc>, Option<T::Acc>) {
+        (
+            self.weight.map(|w| w[c].to_acc()),
+            self.bias.map(|b| b[c].to_acc()),
+        )
+    }
+
+    /// Normalizes `x` with the statistics of this batch, writes them to `saved_mean` and
+    /// `saved_invstd` (`1/sqrt(biased var + eps)`) and, when `running` is given, updates the
+    /// running mean and (unbiased) variance and increments `num_batches_tracked`.
+    ///
+    /// x is read once for `Nchw` (each channel's statistics and normalization from cache) and
+    /// twice for `Nc`/`Nhwc` (statistics over all rows first). Allocates O(channels).
+    ///
+    /// # Errors
+    /// [`NormError::ZeroLength`] for zero channels, `n` or `hw`; [`NormError::LengthMismatch`]
+    /// for `x`, `y`, weight, bias, running or saved buffers of the wrong length;
+    /// [`NormError::InvalidEps`], [`NormError::InvalidMomentum`];
+    /// [`NormError::TooFewValues`] when a channel has fewer than 2 values (`n·hw < 2`).
+    /// Nothing is written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::{BatchNorm, Layout};
+    /// // (N, C, L) = (2, 1, 2)
+    /// let x = [1.0f64, 2.0, 3.0, 4.0];
+    /// let (mut y, mut mean, mut invstd) = ([0.0; 4], [0.0; 1], [0.0; 1]);
+    /// BatchNorm::new(1).eps(0.0)
+    ///     .forward_train(&x, Layout::Nchw { n: 2, hw: 2 }, &mut y, None, &mut mean, &mut invstd)?;
+    /// assert_eq!(mean[0], 2.5);
+    /// assert!((y[3] - 1.5 / 1.25f64.sqrt()).abs() < 1e-15);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_train(
+        &self,
+        x: &[T],
+        layout: Layout,
+        y: &mut [T],
+        running: Option<RunningStats<'_, T::Acc>>,
+        saved_mean: &mut [T::Acc],
+        saved_invstd: &mut [T::Acc],
+    ) -> Result<(), NormError> {
+        let (n, hw) = layout.dims();
+        self.check(x.len(), y.len(), n, hw)?;
+        self.check_train(n * hw, &running, saved_mean, saved_invstd)?;
+        let stats = match layout {
+            Layout::Nchw { .. } if hw > 1 => self.train_nchw(x, n, hw, None, y),
+            _ => self.train_rows(x, y),
+        };
+        self.finish(&stats, running, saved_mean, saved_invstd);
+        Ok(())
+    }
+
+    /// [`BatchNorm::forward_train`] on padded sequences `(N, C, L)` (`hw = L`): sample `i` has
+    /// `lengths[i]` valid positions, the rest is padding. Statistics (and running statistics)
+    /// come from the valid positions only; padding outputs are set to 0. Unlike plain
+    /// BatchNorm, a batch of sequences of different lengths is then normalized as if the
+    /// padding were not there.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_train`], and [`NormError::LengthMismatch`] if
+    /// `lengths.len() != n`, [`NormError::LengthOutOfRange`] if some `lengths[i] > hw`;
+    /// [`NormError::TooFewValues`] counts valid positions (`Σ lengths < 2`).
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::BatchNorm;
+    /// // (N, C, L) = (2, 1, 3); sample 1 has one valid position
+    /// let x = [1.0f32, 3.0, 5.0, /* sample 1 */ 3.0, 99.0, 99.0];
+    /// let (mut y, mut mean, mut invstd) = ([9.0f32; 6], [0.0f32; 1], [0.0f32; 1]);
+    /// BatchNorm::new(1).eps(0.0).forward_train_masked(
+    ///     &x, 2, 3, &[3, 1], &mut y, None, &mut mean, &mut invstd)?;
+    /// assert_eq!(mean[0], 3.0);
+    /// assert_eq!(&y[3..], &[0.0, 0.0, 0.0]); // the valid value equals the mean; padding is 0
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_train_masked(
+        &self,
+        x: &[T],
+        n: usize,
+        hw: usize,
+        lengths: &[usize],
+        y: &mut [T],
+        running: Option<RunningStats<'_, T::Acc>>,
+        saved_mean: &mut [T::Acc],
+        saved_invstd: &mut [T::Acc],
+    ) -> Result<(), NormError> {
+        self.check(x.len(), y.len(), n, hw)?;
+        check_len("lengths", n, lengths.len())?;
+        if let Some((index, &length)) = lengths.iter().enumerate().find(|(_, l)| **l > hw) {
+            return Err(NormError::LengthOutOfRange {
+                index,
+                length,
+                max: hw,
+            });
+        }
+        let valid = lengths.iter().sum();
+        self.check_train(valid, &running, saved_mean, saved_invstd)?;
+        let stats = self.train_nchw(x, n, hw, Some(lengths), y);
+        self.finish(&stats, running, saved_mean, saved_invstd);
+        Ok(())
+    }
+
+    /// Normalizes `x` with given (running) statistics: `y = (x − mean)/sqrt(var + eps)·w + b`,
+    /// one streaming pass. A channel with `var + eps == 0` normalizes to 0.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_train`] for the shapes, weight, bias and eps, and
+    /// [`NormError::LengthMismatch`] if `running_mean` or `running_var` does not have
+    /// `channels` values. Nothing is written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::{BatchNorm, Layout};
+    /// let x = [3.0f32, 5.0, 7.0, 9.0];          // (N, HW, C) = (1, 2, 2)
+    /// let mut y = [0.0f32; 4];
+    /// BatchNorm::new(2).eps(0.0).forward_eval(
+    ///     &x, Layout::Nhwc { n: 1, hw: 2 }, &[1.0, 1.0], &[4.0, 16.0], &mut y)?;
+    /// assert_eq!(y, [1.0, 1.0, 3.0, 2.0]);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn forward_eval(
+        &self,
+        x: &[T],
+        layout: Layout,
+        running_mean: &[T::Acc],
+        running_var: &[T::Acc],
+        y: &mut [T],
+    ) -> Result<(), NormError> {
+        let (n, hw) = layout.dims();
+        self.check(x.len(), y.len(), n, hw)?;
+        check_len("running_mean", self.channels, running_mean.len())?;
+        check_len("running_var", self.channels, running_var.len())?;
+        let plans: Vec<Plan<T::Acc>> = (0..self.channels)
+            .map(|c| {
+                let (w, b) = self.affine(c);
+                Plan::eval(running_mean[c], running_var[c], self.eps).affine(w, b)
+            })
+            .collect();
+        match layout {
+            Layout::Nchw { .. } if hw > 1 => {
+                let c = self.channels;
+                RowsMut::<T, T::Acc>::new(hw, y, None, None, None).run(|j, r| {
+                    normalize_row(Some(&x[j * hw..][..hw]), r.y, None, None, plans[j % c]);
+                });
+            }
+            _ => self.rows_normalize(x, y, &ColPlan::new(&plans)),
+        }
+        Ok(())
+    }
+
+    /// `Nc` / `Nhwc` training: column statistics, then the rows normalized.
+    fn train_rows(&self, x: &[T], y: &mut [T]) -> Vec<Stats<T::Acc>> {
+        let c = self.channels;
+        let mut stats = Vec::with_capacity(c);
+        col_shifted(x, c, x.len() / c, |_, p, run| {
+            stats.push(Stats::new(p, run, self.eps));
+        });
+        let plans: Vec<_> = (0..c)
+            .map(|j| {
+                let (w, b) = self.affine(j);
+                stats[j].plan.affine(w, b)
+            })
+            .collect();
+        self.rows_normalize(x, y, &ColPlan::new(&plans));
+        stats
+    }
+
+    /// `(rows, C)` data normalized by per-column plans, in tasks of whole plan blocks.
+    fn rows_normalize(&self, x: &[T], y: &mut [T], plan: &ColPlan<T::Acc>) {
+        let per_task = (tuning::PAR_ELEMS / 4).div_ceil(plan.block) * plan.block;
+        par::for_each_chunk_mut(y, per_task, par::worth_parallel(x.len()), |i, y| {
+            plan.normalize(&x[i * per_task..][..y.len()], y);
+        });
+    }
+
+    /// `Nchw` training (and masked: `lengths`): per channel, statistics over its segments, then
+    /// the segments normalized while in cache; padding set to 0.
+    fn train_nchw(
+        &self,
+        x: &[T],
+        n: usize,
+        hw: usize,
+        lengths: Option<&[usize]>,
+        y: &mut [T],
+    ) -> Vec<Stats<T::Acc>> {
+        let c = self.channels;
+        let mut channels: Vec<Channel<'_, T, T::Acc>> = (0..c)
+            .map(|_| Channel {
+                y: Vec::with_capacity(n),
+                stats: None,
+            })
+            .collect();
+        for (j, seg) in y.chunks_mut(hw).enumerate() {
+            channels[j % c].y.push(seg);
+        }
+        let valid = |i: usize| lengths.map_or(hw, |l| l[i]);
+        let per_task = (tuning::PAR_ELEMS / 4 / (n * hw)).max(1);
+        par::for_each_chunk_mut(
+            &mut channels,
+            per_task,
+            par::worth_parallel(x.len()),
+            |t, chunk| {
+                for (k, ch) in chunk.iter_mut().enumerate() {
+                    let ci = t * per_task + k;
+                    let seg = |i: usize| &x[(i * c + ci) * hw..][..valid(i)];
+                    let (p, run) = segments_shifted(n, &seg);
+                    let stats = Stats::new(p, run, self.eps);
+                    let (w, b) = self.affine(ci);
+                    let plan = stats.plan.affine(w, b);
+                    for (i, y) in ch.y.iter_mut().enumerate() {
+                        let (v, pad) = y.split_at_mut(valid(i));
+                        normalize_row(Some(seg(i)), v, None, None, plan);
+                        pad.fill(T::from_acc(T::Acc::ZERO));
+                    }
+                    ch.stats = Some(stats);
+                }
+            },
+        );
+        channels
+            .into_iter()
+            .map(|ch| ch.stats.expect("every channel is visited"))
+            .collect()
+    }
+
+    /// Writes the saved statistics and updates the running ones.
+    fn finish(
+        &self,
+        stats: &[Stats<T::Acc>],
+        running: Option<RunningStats<'_, T::Acc>>,
+        saved_mean: &mut [T::Acc],
+        saved_invstd: &mut [T::Acc],
+    ) {
+        for ((s, m), r) in stats.iter().zip(saved_mean).zip(saved_invstd) {
+            (*m, *r) = (s.mean, s.rstd);
+        }
+        let Some(run) = running else { return };
+        *run.num_batches_tracked = run.num_batches_tracked.saturating_add(1);
+        let f = self
+            .momentum
+            .unwrap_or(1.0 / *run.num_batches_tracked as f64);
+        let update = |old: T::Acc, new: f64| T::Acc::from_f64((1.0 - f) * old.to_f64() + f * new);
+        for ((s, m), v) in stats.iter().zip(run.mean).zip(run.var) {
+            *m = update(*m, s.mean64);
+            *v = update(*v, s.var64);
+        }
+    }
+}
