@@ -1,13 +1,14 @@
 //! Replays the PyTorch 2.15 reference cases of `tests/data/` (copied from `shared/golden/`;
 //! format and tolerance rule in `tests/data/GOLDEN.md`) through the simdnorm API.
-//! LayerNorm and RMSNorm cases; the BatchNorm / GroupNorm / backward cases wait for those ops.
+//! Forward cases of every op (LayerNorm, RMSNorm, BatchNorm train/eval/masked with running
+//! statistics over three batches, GroupNorm / InstanceNorm).
 
 mod common;
 
 use common::storage_ulp;
 use half::{bf16, f16};
 use serde_json::Value;
-use simdnorm::{Element, Float, LayerNorm, RmsNorm};
+use simdnorm::{BatchNorm, Element, Float, GroupNorm, LayerNorm, Layout, RmsNorm, RunningStats};
 
 const K: f64 = 8.0;
 
@@ -44,6 +45,7 @@ macro_rules! stored {
 stored!(f32, 4, f32::from_le_bytes);
 stored!(f64, 8, f64::from_le_bytes);
 stored!(f16, 2, |b| f16::from_bits(u16::from_le_bytes(b)));
+stored!(u64, 8, u64::from_le_bytes);
 stored!(bf16, 2, |b| bf16::from_bits(u16::from_le_bytes(b)));
 
 impl Golden {
@@ -259,4 +261,316 @@ fn layer_norm_and_rms_norm_cases_match_pytorch() {
     }
     println!("replayed {replayed} LayerNorm / RMSNorm cases");
     assert_eq!(replayed, 32 + 22, "every ln and rms case of the index");
+}
+
+/// ε of the type statistics are stored in: f64 for f64 cases, f32 otherwise.
+fn eps_acc<T>() -> f64 {
+    if size_of::<T>() == 8 {
+        f64::EPSILON
+    } else {
+        f32::EPSILON as f64
+    }
+}
+
+/// Checks normalized outputs `y` against `refy`: element `idx` belongs to statistic set
+/// `set(idx)` (a channel or a (sample, group)) with reference (μ, r) and has affine parameter
+/// index `ch(idx)`.
+#[allow(clippy::too_many_arguments)]
+fn check_norm<T: Element>(
+    what: &str,
+    y: &[T],
+    x: &[T],
+    refy: &[f64],
+    stat: &dyn Fn(usize) -> (f64, f64),
+    ch: &dyn Fn(usize) -> usize,
+    w: &Option<Vec<T>>,
+    b: &Option<Vec<T>>,
+) {
+    let ea = eps_acc::<T>();
+    for (idx, v) in y.iter().enumerate() {
+        let (mu, r) = stat(idx);
+        let c = ch(idx);
+        let wc = w.as_ref().map_or(1.0, |w| w[c].to_acc().to_f64());
+        let bc = b.as_ref().map_or(0.0, |b| b[c].to_acc().to_f64());
+        let xhat = (x[idx].to_acc().to_f64() - mu) * r;
+        let s = wc.abs() * (1.0 + xhat.abs() + mu.abs() * r) + bc.abs();
+        close(
+            v.to_acc().to_f64(),
+            refy[idx],
+            storage_ulp::<T>(refy[idx]) + K * ea * s,
+            &format!("{what}[{idx}]"),
+        );
+    }
+}
+
+/// Checks a mean and an rstd/invstd against the reference, σ the population std around μ.
+fn check_stats<A: Float>(what: &str, mean: A, rstd: A, mu: f64, r: f64, sigma: f64, ea: f64) {
+    close(
+        mean.to_f64(),
+        mu,
+        K * ea * (mu.abs() + sigma),
+        &format!("{what} mean"),
+    );
+    let kappa = mu.abs() * r;
+    close(
+        rstd.to_f64(),
+        r,
+        K * ea * r * (1.0 + ea * kappa * kappa),
+        &format!("{what} rstd"),
+    );
+}
+
+fn u(c: &Value, k: &str) -> usize {
+    c[k].as_u64().unwrap() as usize
+}
+
+fn bn_case<T: Element + Stored>(g: &Golden, c: &Value, masked: bool) -> usize
+where
+    T::Acc: Stored,
+{
+    let name = c["name"].as_str().unwrap();
+    let (n, ch, hw) = (u(c, "n"), u(c, "c"), u(c, "hw"));
+    let layout = match c["layout"].as_str().unwrap_or("ncl") {
+        "nc" => Layout::Nc { n },
+        "nhwc" => Layout::Nhwc { n, hw },
+        _ => Layout::Nchw { n, hw },
+    };
+    let chan = |idx: usize| match layout {
+        Layout::Nchw { .. } => (idx / hw) % ch,
+        _ => idx % ch,
+    };
+    // sample and position of an element (for the masked validity test)
+    let pos = |idx: usize| (idx / (ch * hw), idx % hw);
+    let eps = c["eps"].as_f64().unwrap();
+    let momentum = c["momentum"].as_f64();
+    let ea = eps_acc::<T>();
+    let (w, b): (Option<Vec<T>>, Option<Vec<T>>) = (g.arr(c, "w"), g.arr(c, "b"));
+    let mut bn = BatchNorm::new(ch).eps(eps).momentum(momentum);
+    if let Some(w) = &w {
+        bn = bn.weight(w);
+    }
+    if let Some(b) = &b {
+        bn = bn.bias(b);
+    }
+    let track = masked || c["track"].as_bool().unwrap();
+    let mut rm: Vec<T::Acc> = g.arr(c, "rm0").unwrap_or_default();
+    let mut rv: Vec<T::Acc> = g.arr(c, "rv0").unwrap_or_default();
+    let mut nbt = c["nbt0"].as_u64().unwrap();
+    let (mut sm, mut sv) = (
+        rm.iter().map(|v| v.to_f64().abs()).collect::<Vec<_>>(),
+        rv.iter().map(|v| v.to_f64().abs()).collect::<Vec<_>>(),
+    );
+    for k in 0..u(c, "batches") {
+        let x: Vec<T> = g.arr(c, &format!("x{k}")).unwrap();
+        let lengths: Option<Vec<usize>> = g
+            .arr::<u64>(c, &format!("lengths{k}"))
+            .map(|l| l.into_iter().map(|v| v as usize).collect());
+        let valid = |idx: usize| {
+            let (i, p) = pos(idx);
+            lengths.as_ref().is_none_or(|l| p < l[i])
+        };
+        let refy: Vec<f64> = g.arr(c, &format!("ref_y{k}")).unwrap();
+        let rmean: Vec<f64> = g.arr(c, &format!("ref_mean{k}")).unwrap();
+        let rinv: Vec<f64> = g.arr(c, &format!("ref_invstd{k}")).unwrap();
+        let mut y = vec![T::from_acc(T::Acc::NAN); x.len()];
+        let (mut mean, mut inv) = (vec![T::Acc::NAN; ch], vec![T::Acc::NAN; ch]);
+        let running = track.then(|| RunningStats {
+            mean: &mut rm,
+            var: &mut rv,
+            num_batches_tracked: &mut nbt,
+        });
+        if let Some(l) = &lengths {
+            bn.forward_train_masked(&x, n, hw, l, &mut y, running, &mut mean, &mut inv)
+        } else {
+            bn.forward_train(&x, layout, &mut y, running, &mut mean, &mut inv)
+        }
+        .unwrap_or_else(|e| panic!("{name} batch {k}: {e}"));
+        // per-channel σ and unbiased var around the reference mean, valid positions only
+        let mut acc = vec![(0.0f64, 0usize); ch];
+        for (idx, v) in x.iter().enumerate() {
+            if valid(idx) {
+                let d = v.to_acc().to_f64() - rmean[chan(idx)];
+                acc[chan(idx)].0 += d * d;
+                acc[chan(idx)].1 += 1;
+            }
+        }
+        for j in 0..ch {
+            let sigma = (acc[j].0 / acc[j].1 as f64).sqrt();
+            check_stats(
+                &format!("{name} batch {k} channel {j}"),
+                mean[j],
+                inv[j],
+                rmean[j],
+                rinv[j],
+                sigma,
+                ea,
+            );
+        }
+        let (yv, xv, rv_): (Vec<T>, Vec<T>, Vec<f64>) = (0..x.len())
+            .filter(|&i| valid(i))
+            .map(|i| (y[i], x[i], refy[i]))
+            .fold((vec![], vec![], vec![]), |mut a, (p, q, r)| {
+                a.0.push(p);
+                a.1.push(q);
+                a.2.push(r);
+                a
+            });
+        let idxs: Vec<usize> = (0..x.len()).filter(|&i| valid(i)).collect();
+        check_norm(
+            &format!("{name} batch {k} y"),
+            &yv,
+            &xv,
+            &rv_,
+            &|i| (rmean[chan(idxs[i])], rinv[chan(idxs[i])]),
+            &|i| chan(idxs[i]),
+            &w,
+            &b,
+        );
+        for idx in (0..x.len()).filter(|&i| !valid(i)) {
+            assert_eq!(
+                y[idx].to_acc().to_f64().to_bits(),
+                0,
+                "{name} padding[{idx}]"
+            );
+        }
+        if track {
+            assert_eq!(
+                nbt,
+                c["nbt"][k].as_u64().unwrap(),
+                "{name} num_batches_tracked"
+            );
+            let m = momentum.unwrap_or(1.0 / nbt as f64);
+            let (erm, erv): (Vec<f64>, Vec<f64>) = (
+                g.arr(c, &format!("ref_rm{k}")).unwrap(),
+                g.arr(c, &format!("ref_rv{k}")).unwrap(),
+            );
+            for j in 0..ch {
+                let cnt = acc[j].1 as f64;
+                let sigma = (acc[j].0 / cnt).sqrt();
+                let var1 = acc[j].0 / (cnt - 1.0);
+                let kappa = rmean[j].abs() * rinv[j];
+                sm[j] = (1.0 - m) * sm[j] + m * (rmean[j].abs() + sigma);
+                sv[j] = (1.0 - m) * sv[j] + m * var1 * (1.0 + ea * kappa * kappa);
+                let what = format!("{name} batch {k} running");
+                close(
+                    rm[j].to_f64(),
+                    erm[j],
+                    K * ea * (erm[j].abs() + sm[j]),
+                    &format!("{what} mean[{j}]"),
+                );
+                close(
+                    rv[j].to_f64(),
+                    erv[j],
+                    K * ea * (erv[j].abs() + sv[j]),
+                    &format!("{what} var[{j}]"),
+                );
+            }
+        }
+    }
+    if let Some(xe) = g.arr::<T>(c, "x_eval") {
+        let (rme, rve): (Vec<T::Acc>, Vec<T::Acc>) =
+            (g.arr(c, "rm_eval").unwrap(), g.arr(c, "rv_eval").unwrap());
+        let refy: Vec<f64> = g.arr(c, "ref_y_eval").unwrap();
+        let mut y = vec![T::from_acc(T::Acc::NAN); xe.len()];
+        bn.forward_eval(&xe, layout, &rme, &rve, &mut y).unwrap();
+        let stat = |idx: usize| {
+            let j = chan(idx);
+            (rme[j].to_f64(), 1.0 / (rve[j].to_f64() + eps).sqrt())
+        };
+        check_norm(
+            &format!("{name} eval y"),
+            &y,
+            &xe,
+            &refy,
+            &stat,
+            &chan,
+            &w,
+            &b,
+        );
+    }
+    1
+}
+
+fn gn_case<T: Element + Stored>(g: &Golden, c: &Value) -> usize {
+    let name = c["name"].as_str().unwrap();
+    let (n, ch, hw, groups) = (u(c, "n"), u(c, "c"), u(c, "hw"), u(c, "groups"));
+    let eps = c["eps"].as_f64().unwrap();
+    let x: Vec<T> = g.arr(c, "x").unwrap();
+    let (w, b): (Option<Vec<T>>, Option<Vec<T>>) = (g.arr(c, "w"), g.arr(c, "b"));
+    let mut gn = if c["instance"].as_bool().unwrap() {
+        GroupNorm::instance(ch)
+    } else {
+        GroupNorm::new(groups, ch)
+    };
+    gn = gn.eps(eps);
+    if let Some(w) = &w {
+        gn = gn.weight(w);
+    }
+    if let Some(b) = &b {
+        gn = gn.bias(b);
+    }
+    let (refy, rmean, rrstd): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+        g.arr(c, "ref_y").unwrap(),
+        g.arr(c, "ref_mean").unwrap(),
+        g.arr(c, "ref_rstd").unwrap(),
+    );
+    let mut y = vec![T::from_acc(T::Acc::NAN); x.len()];
+    let (mut mean, mut rstd) = (vec![T::Acc::NAN; n * groups], vec![T::Acc::NAN; n * groups]);
+    gn.forward_with_stats(&x, n, hw, &mut y, &mut mean, &mut rstd)
+        .unwrap();
+    let len = ch / groups * hw; // a (sample, group) is a contiguous run
+    for (s, run) in x.chunks(len).enumerate() {
+        let sigma = (run
+            .iter()
+            .map(|v| (v.to_acc().to_f64() - rmean[s]).powi(2))
+            .sum::<f64>()
+            / len as f64)
+            .sqrt();
+        check_stats(
+            &format!("{name} group {s}"),
+            mean[s],
+            rstd[s],
+            rmean[s],
+            rrstd[s],
+            sigma,
+            eps_acc::<T>(),
+        );
+    }
+    let stat = |idx: usize| (rmean[idx / len], rrstd[idx / len]);
+    let chan = |idx: usize| (idx / hw) % ch;
+    check_norm(&format!("{name} y"), &y, &x, &refy, &stat, &chan, &w, &b);
+    let mut y2 = vec![T::from_acc(T::Acc::NAN); x.len()];
+    gn.forward(&x, n, hw, &mut y2).unwrap();
+    assert!(
+        y2.iter()
+            .zip(&y)
+            .all(|(a, b)| a.to_acc().to_f64().to_bits() == b.to_acc().to_f64().to_bits()),
+        "{name}: forward == forward_with_stats"
+    );
+    1
+}
+
+#[test]
+fn batch_norm_and_group_norm_cases_match_pytorch() {
+    let g = golden();
+    let mut replayed = 0;
+    for c in &g.cases {
+        replayed += match (c["op"].as_str().unwrap(), c["dtype"].as_str().unwrap()) {
+            ("bn", "f32") => bn_case::<f32>(&g, c, false),
+            ("bn", "f64") => bn_case::<f64>(&g, c, false),
+            ("bn", "f16") => bn_case::<f16>(&g, c, false),
+            ("bn", "bf16") => bn_case::<bf16>(&g, c, false),
+            ("bn-masked", "f32") => bn_case::<f32>(&g, c, true),
+            ("bn-masked", "f64") => bn_case::<f64>(&g, c, true),
+            ("gn", "f32") => gn_case::<f32>(&g, c),
+            ("gn", "f64") => gn_case::<f64>(&g, c),
+            _ => 0,
+        };
+    }
+    println!("replayed {replayed} BatchNorm / GroupNorm cases");
+    assert_eq!(
+        replayed,
+        22 + 4 + 9,
+        "every bn, bn-masked and gn case of the index"
+    );
 }
