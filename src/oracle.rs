@@ -260,6 +260,136 @@ pub fn rms_norm<T: Element>(x: &[T], row_len: usize, w: &[T], eps: f64) -> (Vec<
 }
 
 /// `(w[j], b[j])`, 1 and 0 where absent (empty).
+/// Reference statistics of one normalized set of values (a channel or a group).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefSet {
+    /// The mean.
+    pub mean: f64,
+    /// `1/sqrt(biased var + eps)`, 0 when `var + eps == 0` (PyTorch's `InvStd`).
+    pub rstd: f64,
+    /// The unbiased variance (NaN for fewer than 2 values), for running statistics.
+    pub var_unbiased: f64,
+}
+
+/// Normalizes every element `i` with `set(i) = Some((s, c))` by the statistics of set `s`
+/// and the weight/bias of channel `c`; elements with `None` output 0 (masked padding).
+fn normalize_sets<T: Element>(
+    x: &[T],
+    sets: usize,
+    set: impl Fn(usize) -> Option<(usize, usize)>,
+    w: &[T],
+    b: &[T],
+    eps: f64,
+) -> (Vec<f64>, Vec<RefSet>) {
+    let mut vals = vec![Vec::new(); sets];
+    for (i, v) in x.iter().enumerate() {
+        if let Some((s, _)) = set(i) {
+            vals[s].push(v.to_acc().to_f64());
+        }
+    }
+    let stats: Vec<RefSet> = vals
+        .iter()
+        .map(|v| {
+            let m = moments_f64(v);
+            let var = m.m2 / v.len() as f64;
+            let rstd = if var + eps == 0.0 {
+                0.0
+            } else {
+                1.0 / (var + eps).sqrt()
+            };
+            RefSet {
+                mean: m.mean,
+                rstd,
+                var_unbiased: m.variance(1),
+            }
+        })
+        .collect();
+    let y = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match set(i) {
+            Some((s, c)) => {
+                let (wc, bc) = param(w, b, c);
+                (v.to_acc().to_f64() - stats[s].mean) * stats[s].rstd * wc + bc
+            }
+            None => 0.0,
+        })
+        .collect();
+    (y, stats)
+}
+
+/// Reference BatchNorm training forward over `(n, c, hw)` data, channels-last when
+/// `channels_last` (`(n, hw, c)`), optionally masked by sequence `lengths` (channels-first):
+/// the normalized output and per-channel statistics of the batch. Empty `w`/`b`: none.
+///
+/// # Example
+/// ```
+/// let (y, st) = simdnorm::oracle::batch_norm(&[1.0f32, 3.0], 2, 1, 1, false, None, &[], &[], 0.0);
+/// assert_eq!((y, st[0].mean, st[0].var_unbiased), (vec![-1.0, 1.0], 2.0, 2.0));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm<T: Element>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    channels_last: bool,
+    lengths: Option<&[usize]>,
+    w: &[T],
+    b: &[T],
+    eps: f64,
+) -> (Vec<f64>, Vec<RefSet>) {
+    assert_eq!(x.len(), n * c * hw);
+    normalize_sets(
+        x,
+        c,
+        |i| {
+            if channels_last {
+                return Some((i % c, i % c));
+            }
+            let (sample, ch, p) = (i / (c * hw), (i / hw) % c, i % hw);
+            lengths.is_none_or(|l| p < l[sample]).then_some((ch, ch))
+        },
+        w,
+        b,
+        eps,
+    )
+}
+
+/// Reference GroupNorm forward over `(n, c, hw)` data: the output and the statistics of each
+/// (sample, group) at index `i·groups + g`.
+///
+/// # Example
+/// ```
+/// let (y, st) = simdnorm::oracle::group_norm(&[1.0f64, 3.0, 5.0, 5.0], 1, 2, 2, 2, &[], &[], 0.0);
+/// assert_eq!((y, st[1].rstd), (vec![-1.0, 1.0, 0.0, 0.0], 0.0));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm<T: Element>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    w: &[T],
+    b: &[T],
+    eps: f64,
+) -> (Vec<f64>, Vec<RefSet>) {
+    assert_eq!(x.len(), n * c * hw);
+    let cpg = c / groups;
+    normalize_sets(
+        x,
+        n * groups,
+        |i| {
+            let (sample, ch) = (i / (c * hw), (i / hw) % c);
+            Some((sample * groups + ch / cpg, ch))
+        },
+        w,
+        b,
+        eps,
+    )
+}
+
 fn param<T: Element>(w: &[T], b: &[T], j: usize) -> (f64, f64) {
     (
         w.get(j).map_or(1.0, |v| v.to_acc().to_f64()),
