@@ -1,5 +1,6 @@
-//! LayerNorm and RMSNorm forward against `copy_from_slice` of the same bytes (x → y),
-//! measured in the same run. Throughput counts the bytes read once plus the bytes written.
+//! LayerNorm, RMSNorm, BatchNorm (train, eval) and GroupNorm forward against
+//! `copy_from_slice` of the same bytes (x → y) and a read-only pass (`read`), measured in the
+//! same run. Throughput counts the bytes read once plus the bytes written.
 //!
 //! `cargo bench --bench ops`; `cargo bench --bench ops -- '4096x4096'` (one shape).
 //! `SIMDNORM_BENCH_THREADS=1,2` chooses the pool sizes (default 1 and 2). The ops run on the
@@ -9,9 +10,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{data, in_pool};
+use support::{data, in_pool, xor_fold};
 
-use simdnorm::{LayerNorm, RmsNorm, oracle};
+use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, oracle};
 
 fn threads() -> Vec<usize> {
     std::env::var("SIMDNORM_BENCH_THREADS")
@@ -63,5 +64,72 @@ fn bench_rows(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_rows);
+fn bench_channels(c: &mut Criterion) {
+    let shapes = [
+        ("65536x256", Layout::Nc { n: 65536 }, 256usize),
+        ("32x64x56x56", Layout::Nchw { n: 32, hw: 3136 }, 64),
+        ("32x3136x64_nhwc", Layout::Nhwc { n: 32, hw: 3136 }, 64),
+    ];
+    for (name, layout, ch) in shapes {
+        let (n, hw) = match layout {
+            Layout::Nc { n } => (n, 1),
+            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => (n, hw),
+        };
+        let x = data(n * hw * ch);
+        let (w, b) = (data(ch), data(ch));
+        let (rm, rv) = (vec![1.0e4f32; ch], vec![0.1f32; ch]);
+        let mut y = vec![0.0f32; x.len()];
+        let (mut m, mut s) = (vec![0.0f32; ch], vec![0.0f32; ch]);
+        for t in threads() {
+            let p = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            let mut g = c.benchmark_group(format!("bn/f32/{name}/threads{t}"));
+            g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
+            g.sample_size(20);
+            g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+            g.bench_function("read", |bn| bn.iter(|| xor_fold(black_box(&x))));
+            if t == 1 && matches!(layout, Layout::Nchw { .. }) {
+                g.sample_size(10);
+                g.bench_function("oracle_batch_norm", |bn| {
+                    bn.iter(|| {
+                        oracle::batch_norm(black_box(&x), n, ch, hw, false, None, &w, &b, 1e-5)
+                    })
+                });
+                g.sample_size(20);
+            }
+            let bn_op = BatchNorm::new(ch).weight(&w).bias(&b);
+            g.bench_function("batch_norm_train", |bn| {
+                bn.iter_custom(|k| {
+                    in_pool(&p, k, || {
+                        bn_op
+                            .forward_train(black_box(&x), layout, &mut y, None, &mut m, &mut s)
+                            .unwrap()
+                    })
+                })
+            });
+            g.bench_function("batch_norm_eval", |bn| {
+                bn.iter_custom(|k| {
+                    in_pool(&p, k, || {
+                        bn_op
+                            .forward_eval(black_box(&x), layout, &rm, &rv, &mut y)
+                            .unwrap()
+                    })
+                })
+            });
+            if let Layout::Nchw { n, hw } = layout {
+                let gn = GroupNorm::new(32, ch).weight(&w).bias(&b);
+                g.bench_function("group_norm32", |bn| {
+                    bn.iter_custom(|k| {
+                        in_pool(&p, k, || gn.forward(black_box(&x), n, hw, &mut y).unwrap())
+                    })
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench_rows, bench_channels);
 criterion_main!(benches);

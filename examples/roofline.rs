@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 mod support;
 use support::{data, xor_fold};
 
-use simdnorm::{LayerNorm, Moments, RmsNorm, col_moments, moments, row_moments, two_pass, welford};
+use simdnorm::{
+    BatchNorm, GroupNorm, LayerNorm, Layout, Moments, RmsNorm, col_moments, moments, row_moments,
+    two_pass, welford,
+};
 
 struct Opts {
     quick: bool,
@@ -75,6 +78,8 @@ struct Row {
     copy: Duration,
     /// The read-only pass over the input (reductions only).
     read: Option<Duration>,
+    /// BatchNorm training's minimal traffic: one read-only pass plus one copy, same run.
+    bound: Option<Duration>,
 }
 
 fn main() {
@@ -120,6 +125,7 @@ fn main() {
                 bytes: n * 4,
                 copy,
                 read: Some(read),
+                bound: None,
             });
         }
     }
@@ -146,6 +152,7 @@ fn main() {
             bytes,
             copy,
             read,
+            bound: None,
         });
         let mut out = vec![Moments::default(); r];
         let time =
@@ -157,6 +164,7 @@ fn main() {
             bytes,
             copy,
             read,
+            bound: None,
         });
     }
     // LayerNorm / RMSNorm forward: reads x once and writes y (2 × the bytes, as the copy).
@@ -183,6 +191,7 @@ fn main() {
             bytes: 2 * r * c * 4,
             copy,
             read: None,
+            bound: None,
         });
         let time = pool.install(|| median(reps, || rms.forward(black_box(&x), &mut y).unwrap()));
         rows.push(Row {
@@ -192,7 +201,82 @@ fn main() {
             bytes: 2 * r * c * 4,
             copy,
             read: None,
+            bound: None,
         });
+    }
+    // BatchNorm (train, eval) and GroupNorm: x read, y written; train also against read + copy.
+    let shapes: &[(&str, Layout, usize)] = if o.quick {
+        &[
+            ("(4096, 256)", Layout::Nc { n: 4096 }, 256),
+            ("(4, 64, 28, 28)", Layout::Nchw { n: 4, hw: 784 }, 64),
+        ]
+    } else {
+        &[
+            ("(65536, 256)", Layout::Nc { n: 65536 }, 256),
+            ("(32, 64, 56, 56)", Layout::Nchw { n: 32, hw: 3136 }, 64),
+            ("(32, 56·56, 64)", Layout::Nhwc { n: 32, hw: 3136 }, 64),
+        ]
+    };
+    for &(shape, layout, c) in shapes {
+        let len = match layout {
+            Layout::Nc { n } => n * c,
+            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => n * hw * c,
+        };
+        let (x, w, b) = (data(len), data(c), data(c));
+        let mut y = vec![0.0f32; len];
+        let reps = if len >= 1 << 22 { reps } else { reps * 5 };
+        let copy = median(reps, || y.copy_from_slice(black_box(&x)));
+        let read = median(reps, || {
+            black_box(xor_fold(black_box(&x)));
+        });
+        let bn = BatchNorm::new(c).weight(&w).bias(&b);
+        let (mut m, mut s) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let time = pool.install(|| {
+            median(reps, || {
+                bn.forward_train(black_box(&x), layout, &mut y, None, &mut m, &mut s)
+                    .unwrap()
+            })
+        });
+        let shape = shape.to_string();
+        rows.push(Row {
+            op: "bn_train",
+            shape: shape.clone(),
+            time,
+            bytes: 2 * len * 4,
+            copy,
+            read: None,
+            bound: Some(read + copy),
+        });
+        let (rm, rv) = (vec![1.0e4f32; c], vec![0.1f32; c]);
+        let time = pool.install(|| {
+            median(reps, || {
+                bn.forward_eval(black_box(&x), layout, &rm, &rv, &mut y)
+                    .unwrap()
+            })
+        });
+        rows.push(Row {
+            op: "bn_eval",
+            shape: shape.clone(),
+            time,
+            bytes: 2 * len * 4,
+            copy,
+            read: None,
+            bound: None,
+        });
+        if let Layout::Nchw { n, hw } = layout {
+            let gn = GroupNorm::new(32, c).weight(&w).bias(&b);
+            let time =
+                pool.install(|| median(reps, || gn.forward(black_box(&x), n, hw, &mut y).unwrap()));
+            rows.push(Row {
+                op: "group_norm32",
+                shape,
+                time,
+                bytes: 2 * len * 4,
+                copy,
+                read: None,
+                bound: None,
+            });
+        }
     }
     let gbs = |bytes: usize, t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
     // copy moves 2 × the input bytes; a reduction's `bytes` is the input alone.
@@ -208,14 +292,16 @@ fn main() {
         r.read
             .map(|d| 100.0 * d.as_secs_f64() / r.time.as_secs_f64())
     };
+    let vs_bound = |r: &Row| r.bound.map(|d| r.time.as_secs_f64() / d.as_secs_f64());
     if o.json {
         let items: Vec<String> = rows
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"f32\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{}}}",
+                    "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"f32\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{},\"x_read_plus_copy\":{}}}",
                     r.op, r.shape, o.threads, r.time.as_nanos(), gbs(r.bytes, r.time), pct_copy(r),
-                    pct_read(r).map_or("null".to_string(), |p| format!("{p:.1}"))
+                    pct_read(r).map_or("null".to_string(), |p| format!("{p:.1}")),
+                    vs_bound(r).map_or("null".to_string(), |p| format!("{p:.3}"))
                 )
             })
             .collect();
@@ -233,12 +319,12 @@ fn main() {
         if o.quick { " — quick" } else { "" }
     );
     println!(
-        "{:<12} {:>14} {:>5} {:>3} {:>12} {:>8} {:>7} {:>7}",
-        "op", "shape", "dtype", "thr", "median", "GB/s", "%copy", "%read"
+        "{:<12} {:>16} {:>5} {:>3} {:>12} {:>8} {:>7} {:>7} {:>11}",
+        "op", "shape", "dtype", "thr", "median", "GB/s", "%copy", "%read", "×(read+copy)"
     );
     for r in &rows {
         println!(
-            "{:<12} {:>14} {:>5} {:>3} {:>12} {:>8.2} {:>6.0}% {:>7}",
+            "{:<12} {:>16} {:>5} {:>3} {:>12} {:>8.2} {:>6.0}% {:>7} {:>11}",
             r.op,
             r.shape,
             "f32",
@@ -246,7 +332,8 @@ fn main() {
             format!("{:.3?}", r.time),
             gbs(r.bytes, r.time),
             pct_copy(r),
-            pct_read(r).map_or("—".to_string(), |p| format!("{p:.0}%"))
+            pct_read(r).map_or("—".to_string(), |p| format!("{p:.0}%")),
+            vs_bound(r).map_or("—".to_string(), |p| format!("{p:.2}"))
         );
     }
 }
