@@ -85,6 +85,56 @@ fn reduce_range<R: Send>(
     combine(a, b)
 }
 
+/// [`reduce`] over the consecutive chunks of `out` (`chunk` elements, the last may be
+/// shorter; at least one chunk): `leaf(i, chunk_i)` may write its chunk. The tree is that of
+/// [`reduce`], so results are the same for any thread count.
+pub(crate) fn reduce_chunks_mut<O: Send, R: Send>(
+    out: &mut [O],
+    chunk: usize,
+    par_leaves: usize,
+    leaf: &(impl Fn(usize, &mut [O]) -> R + Sync),
+    combine: &(impl Fn(R, R) -> R + Sync),
+) -> R {
+    let n = out.len().div_ceil(chunk).max(1);
+    chunks_range(
+        out,
+        0,
+        n,
+        chunk,
+        (par_leaves * par_scale()).max(2),
+        leaf,
+        combine,
+    )
+}
+
+fn chunks_range<O: Send, R: Send>(
+    out: &mut [O],
+    lo: usize,
+    n: usize,
+    chunk: usize,
+    par_leaves: usize,
+    leaf: &(impl Fn(usize, &mut [O]) -> R + Sync),
+    combine: &(impl Fn(R, R) -> R + Sync),
+) -> R {
+    if n == 1 {
+        return leaf(lo, out);
+    }
+    let l = left_len(n);
+    let (a, b) = out.split_at_mut((l * chunk).min(out.len()));
+    let (ra, rb) = if n >= par_leaves {
+        join(
+            || chunks_range(a, lo, l, chunk, par_leaves, leaf, combine),
+            || chunks_range(b, lo + l, n - l, chunk, par_leaves, leaf, combine),
+        )
+    } else {
+        (
+            chunks_range(a, lo, l, chunk, par_leaves, leaf, combine),
+            chunks_range(b, lo + l, n - l, chunk, par_leaves, leaf, combine),
+        )
+    };
+    combine(ra, rb)
+}
+
 /// Reduces `x` in leaf blocks of `tuning::BLOCK` elements.
 pub(crate) fn reduce_blocks<T: Sync, R: Send>(
     x: &[T],

@@ -52,3 +52,9 @@ pub const COL_BLOCK_VECTORS: usize = 16;
 /// per-column plans are repeated over `COL_PLAN_VALUES / C` rows, so narrow rows are
 /// normalized as one run of vectors (5 plan arrays of 512 f32 = 10 KiB, in L1).
 pub const COL_PLAN_VALUES: usize = 512;
+
+/// Values per leaf block of the cross-row reductions of the backward passes (LayerNorm /
+/// RMSNorm dweight and dbias, GroupNorm per-channel sums): each block sums its rows into one
+/// partial per feature, and blocks merge in the fixed tree of `par`. 32 rows of 4096 f32 per
+/// block: the partials (2 × 16 KiB) stay in L1/L2 and the merges are 1/32 of the work.
+pub const GRAD_BLOCK: usize = 131072;

@@ -1,7 +1,7 @@
 //! Replays the PyTorch 2.15 reference cases of `tests/data/` (copied from `shared/golden/`;
 //! format and tolerance rule in `tests/data/GOLDEN.md`) through the simdnorm API.
-//! Forward cases of every op (LayerNorm, RMSNorm, BatchNorm train/eval/masked with running
-//! statistics over three batches, GroupNorm / InstanceNorm).
+//! Every op's cases (LayerNorm, RMSNorm, BatchNorm train/eval/masked with running statistics
+//! over three batches, GroupNorm / InstanceNorm), forward and backward.
 
 mod common;
 
@@ -11,6 +11,13 @@ use serde_json::Value;
 use simdnorm::{BatchNorm, Element, Float, GroupNorm, LayerNorm, Layout, RmsNorm, RunningStats};
 
 const K: f64 = 8.0;
+
+static BACKWARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts replayed backward cases (checked by `backward_cases_are_replayed`).
+fn replayed_backward(k: usize) {
+    BACKWARD.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+}
 
 struct Golden {
     cases: Vec<Value>,
@@ -183,6 +190,46 @@ fn ln_case<T: Element + Stored>(g: &Golden, c: &Value) -> usize {
             .unzip();
         check_y(&y4, &rres, &am, &ar, &ryadd, "forward_add");
     }
+    if let (Some(dy), Some(rdx)) = (g.arr::<T>(c, "dy"), g.arr::<f64>(c, "ref_dx")) {
+        let (rdw, rdb): (Option<Vec<f64>>, Option<Vec<f64>>) =
+            (g.arr(c, "ref_dw"), g.arr(c, "ref_db"));
+        let (ma, ra): (Vec<T::Acc>, Vec<T::Acc>) = (
+            rm.iter().map(|v| T::Acc::from_f64(*v)).collect(),
+            rr.iter().map(|v| T::Acc::from_f64(*v)).collect(),
+        );
+        let mut dx = vec![T::from_acc(T::Acc::NAN); rows * n];
+        let (mut dw, mut db) = (vec![T::Acc::NAN; n], vec![T::Acc::NAN; n]);
+        ln.backward(
+            &dy,
+            &x,
+            &ma,
+            &ra,
+            &mut dx,
+            rdw.as_ref().map(|_| &mut dw[..]),
+            rdb.as_ref().map(|_| &mut db[..]),
+        )
+        .unwrap();
+        let stat = |s: usize| (ma[s].to_f64(), ra[s].to_f64());
+        let sets = Sets {
+            count: rows,
+            set: &|i| i / n,
+            ch: &|i| i % n,
+            stat: &stat,
+        };
+        check_backward(
+            name,
+            &sets,
+            &x,
+            &dy,
+            &w,
+            false,
+            &dx,
+            &rdx,
+            rdw.map(|r| (&dw[..], r)),
+            rdb.map(|r| (&db[..], r)),
+        );
+        replayed_backward(1);
+    }
     1
 }
 
@@ -239,6 +286,34 @@ fn rms_case<T: Element + Stored>(g: &Golden, c: &Value) -> usize {
             .all(|(a, b)| a.to_acc().to_f64().to_bits() == b.to_acc().to_f64().to_bits()),
         "{name}: in place"
     );
+    if let (Some(dy), Some(rdx)) = (g.arr::<T>(c, "dy"), g.arr::<f64>(c, "ref_dx")) {
+        let rdw: Option<Vec<f64>> = g.arr(c, "ref_dw");
+        let ra: Vec<T::Acc> = rr.iter().map(|v| T::Acc::from_f64(*v)).collect();
+        let mut dx = vec![T::from_acc(T::Acc::NAN); rows * n];
+        let mut dw = vec![T::Acc::NAN; n];
+        rms.backward(&dy, &x, &ra, &mut dx, rdw.as_ref().map(|_| &mut dw[..]))
+            .unwrap();
+        let stat = |s: usize| (0.0, ra[s].to_f64());
+        let sets = Sets {
+            count: rows,
+            set: &|i| i / n,
+            ch: &|i| i % n,
+            stat: &stat,
+        };
+        check_backward(
+            name,
+            &sets,
+            &x,
+            &dy,
+            &w,
+            true,
+            &dx,
+            &rdx,
+            rdw.map(|r| (&dw[..], r)),
+            None,
+        );
+        replayed_backward(1);
+    }
     1
 }
 
@@ -467,6 +542,52 @@ where
             }
         }
     }
+    if let (Some(dy), Some(rdx)) = (g.arr::<T>(c, "dy"), g.arr::<f64>(c, "ref_dx")) {
+        let x0: Vec<T> = g.arr(c, "x0").unwrap();
+        let (rm0, ri0): (Vec<f64>, Vec<f64>) = (
+            g.arr(c, "ref_mean0").unwrap(),
+            g.arr(c, "ref_invstd0").unwrap(),
+        );
+        let (ma, ra): (Vec<T::Acc>, Vec<T::Acc>) = (
+            rm0.iter().map(|v| T::Acc::from_f64(*v)).collect(),
+            ri0.iter().map(|v| T::Acc::from_f64(*v)).collect(),
+        );
+        let (rdw, rdb): (Option<Vec<f64>>, Option<Vec<f64>>) =
+            (g.arr(c, "ref_dw"), g.arr(c, "ref_db"));
+        let mut dx = vec![T::from_acc(T::Acc::NAN); x0.len()];
+        let (mut dw, mut db) = (vec![T::Acc::NAN; ch], vec![T::Acc::NAN; ch]);
+        bn.backward_train(
+            &dy,
+            &x0,
+            layout,
+            &ma,
+            &ra,
+            &mut dx,
+            rdw.as_ref().map(|_| &mut dw[..]),
+            rdb.as_ref().map(|_| &mut db[..]),
+        )
+        .unwrap();
+        let stat = |s: usize| (ma[s].to_f64(), ra[s].to_f64());
+        let sets = Sets {
+            count: ch,
+            set: &chan,
+            ch: &chan,
+            stat: &stat,
+        };
+        check_backward(
+            name,
+            &sets,
+            &x0,
+            &dy,
+            &w,
+            false,
+            &dx,
+            &rdx,
+            rdw.map(|r| (&dw[..], r)),
+            rdb.map(|r| (&db[..], r)),
+        );
+        replayed_backward(1);
+    }
     if let Some(xe) = g.arr::<T>(c, "x_eval") {
         let (rme, rve): (Vec<T::Acc>, Vec<T::Acc>) =
             (g.arr(c, "rm_eval").unwrap(), g.arr(c, "rv_eval").unwrap());
@@ -547,6 +668,49 @@ fn gn_case<T: Element + Stored>(g: &Golden, c: &Value) -> usize {
             .all(|(a, b)| a.to_acc().to_f64().to_bits() == b.to_acc().to_f64().to_bits()),
         "{name}: forward == forward_with_stats"
     );
+    if let (Some(dy), Some(rdx)) = (g.arr::<T>(c, "dy"), g.arr::<f64>(c, "ref_dx")) {
+        let (ma, ra): (Vec<T::Acc>, Vec<T::Acc>) = (
+            rmean.iter().map(|v| T::Acc::from_f64(*v)).collect(),
+            rrstd.iter().map(|v| T::Acc::from_f64(*v)).collect(),
+        );
+        let (rdw, rdb): (Option<Vec<f64>>, Option<Vec<f64>>) =
+            (g.arr(c, "ref_dw"), g.arr(c, "ref_db"));
+        let mut dx = vec![T::from_acc(T::Acc::NAN); x.len()];
+        let (mut dw, mut db) = (vec![T::Acc::NAN; ch], vec![T::Acc::NAN; ch]);
+        gn.backward(
+            &dy,
+            &x,
+            n,
+            hw,
+            &ma,
+            &ra,
+            &mut dx,
+            rdw.as_ref().map(|_| &mut dw[..]),
+            rdb.as_ref().map(|_| &mut db[..]),
+        )
+        .unwrap();
+        let stat = |s: usize| (ma[s].to_f64(), ra[s].to_f64());
+        let set = |i: usize| i / len;
+        let sets = Sets {
+            count: n * groups,
+            set: &set,
+            ch: &chan,
+            stat: &stat,
+        };
+        check_backward(
+            name,
+            &sets,
+            &x,
+            &dy,
+            &w,
+            false,
+            &dx,
+            &rdx,
+            rdw.map(|r| (&dw[..], r)),
+            rdb.map(|r| (&db[..], r)),
+        );
+        replayed_backward(1);
+    }
     1
 }
 
@@ -573,4 +737,125 @@ fn batch_norm_and_group_norm_cases_match_pytorch() {
         22 + 4 + 9,
         "every bn, bn-masked and gn case of the index"
     );
+}
+
+/// K of the tolerance rule for backward outputs (dx, dweight, dbias).
+const KB: f64 = 16.0;
+
+/// The sets of a backward case: element `i` is in set `set(i)` (a row, channel or group) with
+/// reference statistics `stat(s) = (μ, r)` and parameter channel `ch(i)`.
+struct Sets<'a> {
+    count: usize,
+    set: &'a dyn Fn(usize) -> usize,
+    ch: &'a dyn Fn(usize) -> usize,
+    stat: &'a dyn Fn(usize) -> (f64, f64),
+}
+
+/// Checks dx, dweight and dbias against the references with the backward rows of the rule.
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // elements, sets and channels indexed together
+fn check_backward<T: Element>(
+    name: &str,
+    sets: &Sets<'_>,
+    x: &[T],
+    dy: &[T],
+    w: &Option<Vec<T>>,
+    rms: bool,
+    dx: &[T],
+    ref_dx: &[f64],
+    dw: Option<(&[T::Acc], Vec<f64>)>,
+    db: Option<(&[T::Acc], Vec<f64>)>,
+) {
+    let ea = eps_acc::<T>();
+    let f = |v: &T| v.to_acc().to_f64();
+    let wc = |i: usize| w.as_ref().map_or(1.0, |w| f(&w[(sets.ch)(i)]));
+    let xhat = |i: usize| {
+        let (mu, r) = (sets.stat)((sets.set)(i));
+        (f(&x[i]) - mu) * r
+    };
+    // per set: mean|g| and mean|g·x̂|
+    let mut m = vec![(0.0f64, 0.0f64, 0usize); sets.count];
+    for i in 0..x.len() {
+        let g = f(&dy[i]) * wc(i);
+        let e = &mut m[(sets.set)(i)];
+        e.0 += g.abs();
+        e.1 += (g * xhat(i)).abs();
+        e.2 += 1;
+    }
+    for i in 0..x.len() {
+        let s_ = (sets.set)(i);
+        let (mu, r) = (sets.stat)(s_);
+        let (mg, mgx) = (m[s_].0 / m[s_].2 as f64, m[s_].1 / m[s_].2 as f64);
+        let g = (f(&dy[i]) * wc(i)).abs();
+        let sc = if rms {
+            r * (g + xhat(i).abs() * mgx)
+        } else {
+            r * (g + mg + xhat(i).abs() * mgx) * (1.0 + mu.abs() * r)
+        };
+        close(
+            f(&dx[i]),
+            ref_dx[i],
+            KB * ea * sc,
+            &format!("{name} dx[{i}]"),
+        );
+    }
+    let nch = ref_dx.len().min(
+        dw.as_ref()
+            .map_or(0, |d| d.1.len())
+            .max(db.as_ref().map_or(0, |d| d.1.len())),
+    );
+    let mut sw = vec![0.0f64; nch];
+    let mut sb = vec![0.0f64; nch];
+    for i in 0..x.len() {
+        let c = (sets.ch)(i);
+        if c < nch {
+            let (mu, r) = (sets.stat)((sets.set)(i));
+            let d = f(&dy[i]).abs();
+            sw[c] += if rms {
+                (d * xhat(i)).abs()
+            } else {
+                d * (xhat(i).abs() + mu.abs() * r)
+            };
+            sb[c] += d;
+        }
+    }
+    if let Some((got, want)) = dw {
+        for c in 0..want.len() {
+            close(
+                got[c].to_f64(),
+                want[c],
+                KB * ea * sw[c],
+                &format!("{name} dweight[{c}]"),
+            );
+        }
+    }
+    if let Some((got, want)) = db {
+        for c in 0..want.len() {
+            close(
+                got[c].to_f64(),
+                want[c],
+                KB * ea * sb[c],
+                &format!("{name} dbias[{c}]"),
+            );
+        }
+    }
+}
+
+/// Every case with a `dy` array has its backward replayed (ln/rms/bn/gn f32 and f64).
+#[test]
+fn backward_cases_are_replayed() {
+    let g = golden();
+    let with_dy = g
+        .cases
+        .iter()
+        .filter(|c| c["arrays"].get("dy").is_some())
+        .count();
+    layer_norm_and_rms_norm_cases_match_pytorch();
+    batch_norm_and_group_norm_cases_match_pytorch();
+    // the other two tests may run concurrently and count too: at least one full pass
+    assert!(
+        BACKWARD.load(std::sync::atomic::Ordering::Relaxed) >= with_dy,
+        "{with_dy} backward cases"
+    );
+    println!("{with_dy} backward cases replayed");
 }

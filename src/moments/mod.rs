@@ -15,6 +15,7 @@
 mod columns;
 pub(crate) use columns::col_shifted;
 mod lanes;
+pub(crate) use lanes::lane_sum;
 mod streaming;
 mod two_pass;
 mod welford;

@@ -13,6 +13,7 @@
 //! ```
 //! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel.
 
+use super::backward::{Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums};
 use super::{ColPlan, Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
@@ -116,10 +117,44 @@ pub struct BatchNorm<'a, T> {
     bias: Option<&'a [T]>,
 }
 
-/// One channel's output segments (`Nchw`) and its statistics once computed.
-struct Channel<'y, T, A> {
+/// One channel's output segments (`Nchw`) and its result once computed.
+struct Channel<'y, T, R> {
     y: Vec<&'y mut [T]>,
-    stats: Option<Stats<A>>,
+    out: Option<R>,
+}
+
+/// The `(n, c, hw)` output `y` split into each channel's `n` segments.
+fn by_channel<T, R>(y: &mut [T], c: usize, n: usize, hw: usize) -> Vec<Channel<'_, T, R>> {
+    let mut channels: Vec<Channel<'_, T, R>> = (0..c)
+        .map(|_| Channel {
+            y: Vec::with_capacity(n),
+            out: None,
+        })
+        .collect();
+    for (j, seg) in y.chunks_mut(hw).enumerate() {
+        channels[j % c].y.push(seg);
+    }
+    channels
+}
+
+/// Runs `f(channel index, channel)` for every channel, in tasks of `per_task` channels on the
+/// pool when `parallel`, and collects the results in channel order.
+fn each_channel<T: Send, R: Send>(
+    mut channels: Vec<Channel<'_, T, R>>,
+    per_task: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut Channel<'_, T, R>) -> R + Sync + Send,
+) -> Vec<R> {
+    par::for_each_chunk_mut(&mut channels, per_task, parallel, |t, chunk| {
+        for (k, ch) in chunk.iter_mut().enumerate() {
+            let out = f(t * per_task + k, ch);
+            ch.out = Some(out);
+        }
+    });
+    channels
+        .into_iter()
+        .map(|ch| ch.out.expect("every channel is visited"))
+        .collect()
 }
 
 impl<'a, T: Element> BatchNorm<'a, T> {
@@ -433,42 +468,161 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         y: &mut [T],
     ) -> Vec<Stats<T::Acc>> {
         let c = self.channels;
-        let mut channels: Vec<Channel<'_, T, T::Acc>> = (0..c)
-            .map(|_| Channel {
-                y: Vec::with_capacity(n),
-                stats: None,
-            })
-            .collect();
-        for (j, seg) in y.chunks_mut(hw).enumerate() {
-            channels[j % c].y.push(seg);
-        }
         let valid = |i: usize| lengths.map_or(hw, |l| l[i]);
         let per_task = (tuning::PAR_ELEMS / 4 / (n * hw)).max(1);
-        par::for_each_chunk_mut(
-            &mut channels,
-            per_task,
-            par::worth_parallel(x.len()),
-            |t, chunk| {
-                for (k, ch) in chunk.iter_mut().enumerate() {
-                    let ci = t * per_task + k;
-                    let seg = |i: usize| &x[(i * c + ci) * hw..][..valid(i)];
-                    let (p, run) = segments_shifted(n, &seg);
-                    let stats = Stats::new(p, run, self.eps);
-                    let (w, b) = self.affine(ci);
-                    let plan = stats.plan.affine(w, b);
-                    for (i, y) in ch.y.iter_mut().enumerate() {
-                        let (v, pad) = y.split_at_mut(valid(i));
-                        normalize_row(Some(seg(i)), v, None, None, plan);
-                        pad.fill(T::from_acc(T::Acc::ZERO));
+        let parallel = par::worth_parallel(x.len());
+        each_channel(by_channel(y, c, n, hw), per_task, parallel, |ci, ch| {
+            let seg = |i: usize| &x[(i * c + ci) * hw..][..valid(i)];
+            let (p, run) = segments_shifted(n, &seg);
+            let stats = Stats::new(p, run, self.eps);
+            let (w, b) = self.affine(ci);
+            let plan = stats.plan.affine(w, b);
+            for (i, y) in ch.y.iter_mut().enumerate() {
+                let (v, pad) = y.split_at_mut(valid(i));
+                normalize_row(Some(seg(i)), v, None, None, plan);
+                pad.fill(T::from_acc(T::Acc::ZERO));
+            }
+            stats
+        })
+    }
+
+    /// Gradients of [`BatchNorm::forward_train`] from `dy`, `x` and the batch statistics
+    /// `saved_mean`, `saved_invstd` it returned: `dx`, and with `dweight` / `dbias` given, per
+    /// channel `Σ dy·(x − mean)·invstd` and `Σ dy` (overwritten). Per channel over its `N`
+    /// values: `dx = invstd·w·(dy − mean(dy) − (x − mean)·invstd²·mean((x − mean)·dy))`.
+    /// Reads `x` and `dy` once for `Nchw` (each channel's sums and `dx` from cache), twice for
+    /// `Nc` / `Nhwc` (column sums over fixed row blocks merged in a fixed order first).
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_train`] for the shapes and parameters, and
+    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, or a saved statistic,
+    /// `dweight` or `dbias` does not have `channels` values. Nothing is written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::{BatchNorm, Layout};
+    /// let bn = BatchNorm::new(1).eps(0.0);
+    /// let (x, layout) = ([1.0f64, 3.0], Layout::Nc { n: 2 });
+    /// let (mut y, mut mean, mut invstd) = ([0.0; 2], [0.0; 1], [0.0; 1]);
+    /// bn.forward_train(&x, layout, &mut y, None, &mut mean, &mut invstd)?;
+    /// let (mut dx, mut dw, mut db) = ([9.0; 2], [0.0; 1], [0.0; 1]);
+    /// bn.backward_train(&[1.0, 2.0], &x, layout, &mean, &invstd, &mut dx, Some(&mut dw), Some(&mut db))?;
+    /// assert_eq!((dx, dw, db), ([0.0, 0.0], [1.0], [3.0]));
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_train(
+        &self,
+        dy: &[T],
+        x: &[T],
+        layout: Layout,
+        saved_mean: &[T::Acc],
+        saved_invstd: &[T::Acc],
+        dx: &mut [T],
+        dweight: Option<&mut [T::Acc]>,
+        dbias: Option<&mut [T::Acc]>,
+    ) -> Result<(), NormError> {
+        let (n, hw) = layout.dims();
+        self.check(dy.len(), dx.len(), n, hw)?;
+        check_len("x", dy.len(), x.len())?;
+        check_len("saved_mean", self.channels, saved_mean.len())?;
+        check_len("saved_invstd", self.channels, saved_invstd.len())?;
+        check_param("dweight", dweight.as_deref(), self.channels)?;
+        check_param("dbias", dbias.as_deref(), self.channels)?;
+        let c = self.channels;
+        let count = n * hw;
+        let w_of = |j: usize| self.weight.map_or(T::Acc::ONE, |w| w[j].to_acc());
+        let parallel = par::worth_parallel(x.len());
+        // per channel: (Σ dy·(x − μ)·invstd, Σ dy)
+        let grads: Vec<(T::Acc, T::Acc)> = match layout {
+            Layout::Nchw { .. } if hw > 1 => {
+                let per_task = (tuning::PAR_ELEMS / 4 / count).max(1);
+                each_channel(by_channel(dx, c, n, hw), per_task, parallel, |j, ch| {
+                    let seg = |i: usize| {
+                        let at = (i * c + j) * hw;
+                        (&dy[at..][..hw], &x[at..][..hw], w_of(j))
+                    };
+                    let (mu, a) = (saved_mean[j], saved_invstd[j]);
+                    let mut sums = vec![(T::Acc::ZERO, T::Acc::ZERO); n];
+                    let (s1, s2) = set_sums((0..n).map(seg), mu, &mut sums);
+                    let coef = Coef::new(mu, a, s1, s2, count, w_of(j));
+                    for (i, o) in ch.y.iter_mut().enumerate() {
+                        let (d, x, _) = seg(i);
+                        dx_pass(d, x, None, coef, o, None, None);
                     }
-                    ch.stats = Some(stats);
-                }
-            },
-        );
-        channels
-            .into_iter()
-            .map(|ch| ch.stats.expect("every channel is visited"))
-            .collect()
+                    let (sd, sdx) = sums.iter().fold((0.0, 0.0), |(p, q), (d, e)| {
+                        (p + d.to_f64(), q + e.to_f64())
+                    });
+                    (T::Acc::from_f64(sdx * a.to_f64()), T::Acc::from_f64(sd))
+                })
+            }
+            _ => {
+                // column sums over fixed row blocks, then dx row by row
+                let rows = count;
+                let per_block = rows_per_block(c);
+                let blocks = rows.div_ceil(per_block);
+                let par_leaves = (tuning::PAR_ELEMS / (per_block * c)).max(2);
+                let (s1, s2) = par::reduce(
+                    blocks,
+                    par_leaves,
+                    &|b| {
+                        let (mut s1, mut s2) = (vec![T::Acc::ZERO; c], vec![T::Acc::ZERO; c]);
+                        for r in b * per_block..rows.min((b + 1) * per_block) {
+                            let (d, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
+                            col_sums_row(d, xr, saved_mean, &mut s1, &mut s2);
+                        }
+                        (s1, s2)
+                    },
+                    &|(mut a1, mut a2), (b1, b2)| {
+                        for (p, q) in a1.iter_mut().zip(&b1) {
+                            *p = *p + *q;
+                        }
+                        for (p, q) in a2.iter_mut().zip(&b2) {
+                            *p = *p + *q;
+                        }
+                        (a1, a2)
+                    },
+                );
+                let coefs: Vec<Coef<T::Acc>> = (0..c)
+                    .map(|j| {
+                        let w = w_of(j);
+                        Coef::new(
+                            saved_mean[j],
+                            saved_invstd[j],
+                            s1[j] * w,
+                            s2[j] * w,
+                            count,
+                            w,
+                        )
+                    })
+                    .collect();
+                let cc = ColCoef {
+                    mu: coefs.iter().map(|k| k.mu).collect(),
+                    alpha: coefs.iter().map(|k| k.alpha).collect(),
+                    beta: coefs.iter().map(|k| k.beta).collect(),
+                    gamma: coefs.iter().map(|k| k.gamma).collect(),
+                };
+                let per_task = (tuning::PAR_ELEMS / 4 / c).max(1) * c;
+                par::for_each_chunk_mut(dx, per_task, parallel, |t, dx| {
+                    for (k, o) in dx.chunks_mut(c).enumerate() {
+                        let at = t * per_task + k * c;
+                        col_dx_row(&dy[at..][..c], &x[at..][..c], &cc, o);
+                    }
+                });
+                (0..c).map(|j| (s2[j] * saved_invstd[j], s1[j])).collect()
+            }
+        };
+        if let Some(dw) = dweight {
+            for (o, g) in dw.iter_mut().zip(&grads) {
+                *o = g.0;
+            }
+        }
+        if let Some(db) = dbias {
+            for (o, g) in db.iter_mut().zip(&grads) {
+                *o = g.1;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the saved statistics and updates the running ones.

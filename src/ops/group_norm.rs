@@ -3,10 +3,12 @@
 //! shifted Welford statistics (`moments::row_shifted`), then every channel of the group
 //! normalized from cache with its weight and bias folded into the plan.
 
+use super::backward::{Coef, Grads, dx_pass, rows_per_block, set_sums};
 use super::{Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
-use crate::element::Element;
+use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::row_shifted;
+use crate::{par, tuning};
 
 /// Group normalization (PyTorch `nn.GroupNorm(groups, channels)`) on `(N, C, *)` input:
 /// the channels are split into `groups` groups and each (sample, group) normalized over its
@@ -191,6 +193,90 @@ impl<'a, T: Element> GroupNorm<'a, T> {
         check_len("rstd", n * self.groups, rstd.len())?;
         let rows = RowsMut::new(self.group_len(hw), y, None, Some(mean), Some(rstd));
         self.run(x, hw, rows);
+        Ok(())
+    }
+
+    /// Gradients of [`GroupNorm::forward`] from `dy`, `x` and the per-(sample, group) `mean`
+    /// and `rstd` of [`GroupNorm::forward_with_stats`]: `dx`, and with `dweight` / `dbias`
+    /// given, per channel `Σ dy·(x − mean)·rstd` and `Σ dy` (overwritten). Per group, with
+    /// `g = dy·w_c`, `x̂ = (x − mean)·rstd`: `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))`. The
+    /// per-channel sums run over fixed blocks of (sample, group) rows merged in a fixed order.
+    ///
+    /// # Errors
+    /// As [`GroupNorm::forward`] for the shapes and parameters, and
+    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, `mean` or `rstd` does
+    /// not have `n·groups` values, or `dweight` / `dbias` not `channels`. Nothing is written on
+    /// `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::GroupNorm;
+    /// let gn = GroupNorm::instance(1).eps(0.0);
+    /// let x = [1.0f64, 3.0];                       // (N, C, HW) = (1, 1, 2)
+    /// let (mut y, mut mean, mut rstd) = ([0.0; 2], [0.0; 1], [0.0; 1]);
+    /// gn.forward_with_stats(&x, 1, 2, &mut y, &mut mean, &mut rstd)?;
+    /// let (mut dx, mut db) = ([9.0; 2], [0.0; 1]);
+    /// gn.backward(&[1.0, 1.0], &x, 1, 2, &mean, &rstd, &mut dx, None, Some(&mut db))?;
+    /// assert_eq!((dx, db), ([0.0, 0.0], [2.0]));   // a shift of the input changes nothing
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        dy: &[T],
+        x: &[T],
+        n: usize,
+        hw: usize,
+        mean: &[T::Acc],
+        rstd: &[T::Acc],
+        dx: &mut [T],
+        dweight: Option<&mut [T::Acc]>,
+        dbias: Option<&mut [T::Acc]>,
+    ) -> Result<(), NormError> {
+        self.check(dy.len(), dx.len(), n, hw)?;
+        check_len("x", dy.len(), x.len())?;
+        check_len("mean", n * self.groups, mean.len())?;
+        check_len("rstd", n * self.groups, rstd.len())?;
+        check_param("dweight", dweight.as_deref(), self.channels)?;
+        check_param("dbias", dbias.as_deref(), self.channels)?;
+        let (want_w, want_b) = (dweight.is_some(), dbias.is_some());
+        let len = self.group_len(hw);
+        let cpg = self.channels / self.groups;
+        let per_block = rows_per_block(len);
+        let par_leaves = (tuning::PAR_ELEMS / (per_block * len)).max(2);
+        let w_of = |c: usize| self.weight.map_or(T::Acc::ONE, |w| w[c].to_acc());
+        let leaf = |blk: usize, dx: &mut [T]| {
+            let mut g = Grads::zeros(self.channels, want_w, want_b);
+            let mut seg_sums = vec![(T::Acc::ZERO, T::Acc::ZERO); cpg];
+            for (k, dxr) in dx.chunks_mut(len).enumerate() {
+                let j = blk * per_block + k; // (sample, group) index
+                let c0 = (j % self.groups) * cpg;
+                let (dyr, xr) = (&dy[j * len..][..len], &x[j * len..][..len]);
+                let segs = dyr.chunks(hw).zip(xr.chunks(hw));
+                let (mu, a) = (mean[j], rstd[j]);
+                let (s1, s2) = set_sums(
+                    segs.clone()
+                        .enumerate()
+                        .map(|(q, (d, x))| (d, x, w_of(c0 + q))),
+                    mu,
+                    &mut seg_sums,
+                );
+                for (q, ((d, x), o)) in segs.zip(dxr.chunks_mut(hw)).enumerate() {
+                    let coef = Coef::new(mu, a, s1, s2, len, w_of(c0 + q));
+                    dx_pass(d, x, None, coef, o, None, None);
+                    let (sd, sdx) = seg_sums[q];
+                    if want_w {
+                        g.dw[c0 + q] = g.dw[c0 + q] + sdx * a;
+                    }
+                    if want_b {
+                        g.db[c0 + q] = g.db[c0 + q] + sd;
+                    }
+                }
+            }
+            g
+        };
+        let g = par::reduce_chunks_mut(dx, per_block * len, par_leaves, &leaf, &|a, b| a.add(b));
+        g.write(dweight, dbias);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! LayerNorm forward: per row, shifted Welford statistics (`moments::row_shifted`, one read
 //! of the row from memory), then the scale-and-shift step from L1/L2 (`ops::normalize`).
 
+use super::backward::rows_backward;
 use super::{
     RowMut, RowNorm, RowsMut, Stats, check_eps, check_param, normalize_row, rows, run_rows,
 };
@@ -214,6 +215,68 @@ impl<'a, T: Element> LayerNorm<'a, T> {
             self,
             Some(x),
             RowsMut::new(self.normalized_len, y, Some(residual), None, None),
+        );
+        Ok(())
+    }
+
+    /// Gradients of [`LayerNorm::forward`]: `dx` from the upstream gradient `dy`, the input
+    /// `x` and the statistics `mean`, `rstd` of [`LayerNorm::forward_with_stats`]; with
+    /// `dweight` / `dbias` given, `Σ_rows dy·(x − mean)·rstd` and `Σ_rows dy` per feature
+    /// (overwritten, not accumulated).
+    ///
+    /// Per row, with `g = dy·w`, `x̂ = (x − mean)·rstd`:
+    /// `dx = rstd·(g − mean(g) − x̂·mean(g·x̂))` (PyTorch's formula, `x − mean` kept apart).
+    /// The cross-row sums run over fixed blocks of rows merged in a fixed order: bitwise the
+    /// same for any number of threads. Allocates the per-block partials (2 × `normalized_len`
+    /// values per block of ~128 Ki values) when dweight or dbias is asked for.
+    ///
+    /// # Errors
+    /// As [`LayerNorm::forward`] for `dy`'s shape and the parameters, and
+    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, `mean` or `rstd`
+    /// does not have one value per row, or `dweight` / `dbias` not `normalized_len` values.
+    /// Nothing is written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::LayerNorm;
+    /// let ln = LayerNorm::new(2).eps(0.0);
+    /// let x = [1.0f64, 3.0];
+    /// let (mut y, mut mean, mut rstd) = ([0.0; 2], [0.0; 1], [0.0; 1]);
+    /// ln.forward_with_stats(&x, &mut y, &mut mean, &mut rstd)?;
+    /// let (mut dx, mut dw, mut db) = ([0.0; 2], [0.0; 2], [0.0; 2]);
+    /// ln.backward(&[1.0, 0.0], &x, &mean, &rstd, &mut dx, Some(&mut dw), Some(&mut db))?;
+    /// assert_eq!(dx, [0.0, 0.0]);          // y = ±1 whatever x: no gradient
+    /// assert_eq!((dw, db), ([-1.0, 0.0], [1.0, 0.0]));
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        dy: &[T],
+        x: &[T],
+        mean: &[T::Acc],
+        rstd: &[T::Acc],
+        dx: &mut [T],
+        dweight: Option<&mut [T::Acc]>,
+        dbias: Option<&mut [T::Acc]>,
+    ) -> Result<(), NormError> {
+        let rows = self.check(dy.len())?;
+        check_len("x", dy.len(), x.len())?;
+        check_len("dx", dy.len(), dx.len())?;
+        check_len("mean", rows, mean.len())?;
+        check_len("rstd", rows, rstd.len())?;
+        check_param("dweight", dweight.as_deref(), self.normalized_len)?;
+        check_param("dbias", dbias.as_deref(), self.normalized_len)?;
+        rows_backward(
+            self.normalized_len,
+            dy,
+            x,
+            self.weight,
+            Some(mean),
+            rstd,
+            dx,
+            dweight,
+            dbias,
         );
         Ok(())
     }

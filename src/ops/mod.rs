@@ -13,6 +13,7 @@
 //! ([`ColPlan`]). Keeping the pilot and the small offset `m` apart keeps `x − mean` exact
 //! where PyTorch's `x·scale + shift` form loses digits (pytorch#108072).
 
+mod backward;
 mod batch_norm;
 mod group_norm;
 mod layer_norm;

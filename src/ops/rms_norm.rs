@@ -1,6 +1,7 @@
 //! RMSNorm forward: per row, the mean square (`moments::mean_square`, one read of the row),
 //! then the scaling step from L1/L2 (`ops::normalize`).
 
+use super::backward::rows_backward;
 use super::{
     Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, normalize_row, rows, run_rows,
 };
@@ -189,6 +190,57 @@ impl<'a, T: Element> RmsNorm<'a, T> {
             self,
             Some(x),
             RowsMut::new(self.normalized_len, y, Some(residual), None, None),
+        );
+        Ok(())
+    }
+
+    /// Gradients of [`RmsNorm::forward`]: `dx` from `dy`, `x` and the `rstd` of
+    /// [`RmsNorm::forward_with_stats`]; with `dweight` given, `Σ_rows dy·x·rstd` per feature
+    /// (overwritten). Per row, with `g = dy·w`, `x̂ = x·rstd`:
+    /// `dx = rstd·(g − x̂·mean(g·x̂))`. Cross-row sums as in [`crate::LayerNorm::backward`]
+    /// (fixed blocks, fixed merge order).
+    ///
+    /// # Errors
+    /// As [`RmsNorm::forward`] for `dy`'s shape and the parameters, and
+    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, `rstd` does not have
+    /// one value per row or `dweight` not `normalized_len` values. Nothing is written on `Err`.
+    ///
+    /// # Example
+    /// ```
+    /// use simdnorm::RmsNorm;
+    /// let rms = RmsNorm::new(2).eps(0.0);
+    /// let x = [3.0f64, 4.0];
+    /// let (mut y, mut rstd) = ([0.0; 2], [0.0; 1]);
+    /// rms.forward_with_stats(&x, &mut y, &mut rstd)?;
+    /// let (mut dx, mut dw) = ([0.0; 2], [0.0; 2]);
+    /// rms.backward(&[1.0, 1.0], &x, &rstd, &mut dx, Some(&mut dw))?;
+    /// assert_eq!(rstd[0], 1.0 / 12.5f64.sqrt());
+    /// assert!((dw[0] - 3.0 * rstd[0]).abs() < 1e-15);
+    /// # Ok::<(), simdnorm::NormError>(())
+    /// ```
+    pub fn backward(
+        &self,
+        dy: &[T],
+        x: &[T],
+        rstd: &[T::Acc],
+        dx: &mut [T],
+        dweight: Option<&mut [T::Acc]>,
+    ) -> Result<(), NormError> {
+        let rows = self.check(dy.len())?;
+        check_len("x", dy.len(), x.len())?;
+        check_len("dx", dy.len(), dx.len())?;
+        check_len("rstd", rows, rstd.len())?;
+        check_param("dweight", dweight.as_deref(), self.normalized_len)?;
+        rows_backward(
+            self.normalized_len,
+            dy,
+            x,
+            self.weight,
+            None,
+            rstd,
+            dx,
+            dweight,
+            None,
         );
         Ok(())
     }

@@ -1,0 +1,330 @@
+//! The two vector loops of every backward pass (LayerNorm, RMSNorm, GroupNorm, BatchNorm).
+//!
+//! All four ops share one gradient: over a set of `N` values (a row, a group, a channel) with
+//! statistics μ (0 for RMSNorm) and `a = rstd`, `g = dy·w`, `x̂ = (x − μ)·a`:
+//! ```text
+//! dx = a·(g − mean(g) − x̂·mean(g·x̂))       (PyTorch's b·x + c form, with x − μ kept apart)
+//!    = (dy·w)·a + (x − μ)·β + γ,   β = −a³·Σ g·(x − μ)/N,   γ = −a·Σ g/N
+//! ```
+//! [`sums`] is the first loop (`Σ g`, `Σ g·(x − μ)`), [`dx_pass`] the second, which also adds
+//! each element's `dy·(x − μ)·a` and `dy` into per-feature dweight / dbias partials when asked.
+
+use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
+use crate::moments::lane_sum;
+use crate::tuning::NACC;
+
+type V<T> = <<T as Element>::Acc as Float>::V;
+
+/// `(Σ g, Σ g·(x − μ))` over one set, `g = dy·w` (`w = None`: 1).
+pub(crate) fn sums<T: Element>(dy: &[T], x: &[T], w: Option<&[T]>, mu: T::Acc) -> (T::Acc, T::Acc) {
+    match w {
+        Some(w) => sums_w::<T, true>(dy, x, w, mu),
+        None => sums_w::<T, false>(dy, x, &[], mu),
+    }
+}
+
+fn sums_w<T: Element, const W: bool>(dy: &[T], x: &[T], w: &[T], mu: T::Acc) -> (T::Acc, T::Acc) {
+    let mu = V::<T>::splat(mu);
+    let (mut s1, mut s2) = ([V::<T>::ZERO; NACC], [V::<T>::ZERO; NACC]);
+    let (dc, dt) = T::as_chunks(dy);
+    let (xc, xt) = T::as_chunks(x);
+    let (wc, wt) = T::as_chunks(w);
+    let mut step = |k: usize, d: V<T>, x: V<T>, w: Option<V<T>>| {
+        let g = w.map_or(d, |w| d * w);
+        s1[k] = s1[k] + g;
+        s2[k] = g.mul_add(x - mu, s2[k]);
+    };
+    for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
+        let w = W.then(|| T::load(&wc[i]));
+        step(i % NACC, T::load(d), T::load(x), w);
+    }
+    if !dt.is_empty() {
+        // padding lanes load 0: dy = 0 adds nothing
+        let w = W.then(|| load_partial(wt));
+        step(NACC - 1, load_partial(dt), load_partial(xt), w);
+    }
+    (lane_sum::<T::Acc>(s1), lane_sum::<T::Acc>(s2))
+}
+
+/// The coefficients of the second loop.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Coef<A> {
+    /// μ.
+    pub(crate) mu: A,
+    /// Multiplies `dy·w`: `a` (times a channel's weight when `w` is folded in).
+    pub(crate) alpha: A,
+    /// Multiplies `x − μ`.
+    pub(crate) beta: A,
+    /// Added.
+    pub(crate) gamma: A,
+    /// `a`, for the dweight partial `dy·(x − μ)·a`.
+    pub(crate) a: A,
+}
+
+impl<A: Float> Coef<A> {
+    /// From the sums of [`sums`] over `n` values, in f64: β = −a³·s2/n, γ = −a·s1/n;
+    /// `w` (a channel's weight, else 1) is folded into α.
+    pub(crate) fn new(mu: A, a: A, s1: A, s2: A, n: usize, w: A) -> Self {
+        let (af, nf) = (a.to_f64(), n as f64);
+        Self {
+            mu,
+            alpha: A::from_f64(af * w.to_f64()),
+            beta: A::from_f64(-af * af * af * s2.to_f64() / nf),
+            gamma: A::from_f64(-af * s1.to_f64() / nf),
+            a,
+        }
+    }
+}
+
+/// `dx = (dy·w)·α + (x − μ)·β + γ`; with `dw`/`db` given, adds `dy·(x − μ)·a` / `dy` to them
+/// (per element: LayerNorm/RMSNorm dweight and dbias partials of a block of rows).
+pub(crate) fn dx_pass<T: Element>(
+    dy: &[T],
+    x: &[T],
+    w: Option<&[T]>,
+    c: Coef<T::Acc>,
+    dx: &mut [T],
+    dw: Option<&mut [T::Acc]>,
+    db: Option<&mut [T::Acc]>,
+) {
+    match (w, dw, db) {
+        (Some(w), Some(dw), Some(db)) => dx_w::<T, true, true, true>(dy, x, w, c, dx, dw, db),
+        (Some(w), Some(dw), None) => dx_w::<T, true, true, false>(dy, x, w, c, dx, dw, &mut []),
+        (Some(w), None, Some(db)) => dx_w::<T, true, false, true>(dy, x, w, c, dx, &mut [], db),
+        (Some(w), None, None) => dx_w::<T, true, false, false>(dy, x, w, c, dx, &mut [], &mut []),
+        (None, Some(dw), Some(db)) => dx_w::<T, false, true, true>(dy, x, &[], c, dx, dw, db),
+        (None, Some(dw), None) => dx_w::<T, false, true, false>(dy, x, &[], c, dx, dw, &mut []),
+        (None, None, Some(db)) => dx_w::<T, false, false, true>(dy, x, &[], c, dx, &mut [], db),
+        (None, None, None) => dx_w::<T, false, false, false>(dy, x, &[], c, dx, &mut [], &mut []),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
+    dy: &[T],
+    x: &[T],
+    w: &[T],
+    c: Coef<T::Acc>,
+    dx: &mut [T],
+    dw: &mut [T::Acc],
+    db: &mut [T::Acc],
+) {
+    let (mu, alpha, beta, gamma, a) = (
+        V::<T>::splat(c.mu),
+        V::<T>::splat(c.alpha),
+        V::<T>::splat(c.beta),
+        V::<T>::splat(c.gamma),
+        V::<T>::splat(c.a),
+    );
+    let one = V::<T>::splat(T::Acc::ONE);
+    // dx of one vector, and the partials' increments
+    let f = |d: V<T>, x: V<T>, w: V<T>| {
+        let xm = x - mu;
+        let g = if W { d * w } else { d };
+        let dx = g.mul_add(alpha, xm.mul_add(beta, gamma));
+        (dx, d * xm * a)
+    };
+    let (dc, dt) = T::as_chunks(dy);
+    let (xc, xt) = T::as_chunks(x);
+    let (wc, wt) = T::as_chunks(w);
+    let (oc, ot) = T::as_chunks_mut(dx);
+    let (dwc, dwt) = <T::Acc as Element>::as_chunks_mut(dw);
+    let (dbc, dbt) = <T::Acc as Element>::as_chunks_mut(db);
+    for (i, (o, (d, x))) in oc.iter_mut().zip(dc.iter().zip(xc)).enumerate() {
+        let d = T::load(d);
+        let (v, pw) = f(d, T::load(x), if W { T::load(&wc[i]) } else { one });
+        T::store(v, o);
+        if DW {
+            let p = &mut dwc[i];
+            <T::Acc as Element>::store(<T::Acc as Element>::load(p) + pw, p);
+        }
+        if DB {
+            let p = &mut dbc[i];
+            <T::Acc as Element>::store(<T::Acc as Element>::load(p) + d, p);
+        }
+    }
+    if !ot.is_empty() {
+        let d = load_partial(dt);
+        let (v, pw) = f(d, load_partial(xt), if W { load_partial(wt) } else { one });
+        store_partial(v, ot);
+        if DW {
+            store_partial(load_partial(dwt) + pw, dwt);
+        }
+        if DB {
+            store_partial(load_partial(dbt) + d, dbt);
+        }
+    }
+}
+
+/// Per-feature dweight / dbias partials of a block of rows (empty when not asked for).
+pub(crate) struct Grads<A> {
+    pub(crate) dw: Vec<A>,
+    pub(crate) db: Vec<A>,
+}
+
+impl<A: Float> Grads<A> {
+    /// Zeroed partials of `n` features for the ones asked for.
+    pub(crate) fn zeros(n: usize, dw: bool, db: bool) -> Self {
+        let z = |on: bool| if on { vec![A::ZERO; n] } else { Vec::new() };
+        Self {
+            dw: z(dw),
+            db: z(db),
+        }
+    }
+
+    /// The sum of two blocks' partials (the merge of the fixed tree).
+    pub(crate) fn add(mut self, other: Self) -> Self {
+        for (a, b) in self.dw.iter_mut().zip(&other.dw) {
+            *a = *a + *b;
+        }
+        for (a, b) in self.db.iter_mut().zip(&other.db) {
+            *a = *a + *b;
+        }
+        self
+    }
+
+    /// Writes the totals to the outputs asked for.
+    pub(crate) fn write(&self, dw: Option<&mut [A]>, db: Option<&mut [A]>) {
+        if let Some(dw) = dw {
+            dw.copy_from_slice(&self.dw);
+        }
+        if let Some(db) = db {
+            db.copy_from_slice(&self.db);
+        }
+    }
+}
+
+/// Rows of `n` values per leaf block of the cross-row dweight / dbias reduction: a property of
+/// the shape only (the fixed tree), about `GRAD_BLOCK` values per block.
+pub(crate) fn rows_per_block(n: usize) -> usize {
+    (crate::tuning::GRAD_BLOCK / n).max(1)
+}
+
+/// LayerNorm (`mean = Some`) / RMSNorm (`None`) backward over checked rows of `n` values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_backward<T: Element>(
+    n: usize,
+    dy: &[T],
+    x: &[T],
+    w: Option<&[T]>,
+    mean: Option<&[T::Acc]>,
+    rstd: &[T::Acc],
+    dx: &mut [T],
+    dweight: Option<&mut [T::Acc]>,
+    dbias: Option<&mut [T::Acc]>,
+) {
+    let (want_w, want_b) = (dweight.is_some(), dbias.is_some());
+    let per_block = rows_per_block(n);
+    let par_leaves = (crate::tuning::PAR_ELEMS / (per_block * n)).max(2);
+    let leaf = |blk: usize, dx: &mut [T]| {
+        let mut g = Grads::zeros(n, want_w, want_b);
+        for (k, dxr) in dx.chunks_mut(n).enumerate() {
+            let i = blk * per_block + k;
+            let (dyr, xr) = (&dy[i * n..][..n], &x[i * n..][..n]);
+            let mu = mean.map_or(T::Acc::ZERO, |m| m[i]);
+            let (s1, s2) = sums(dyr, xr, w, mu);
+            let s1 = if mean.is_some() { s1 } else { T::Acc::ZERO };
+            let c = Coef::new(mu, rstd[i], s1, s2, n, T::Acc::ONE);
+            let (pw, pb) = (
+                want_w.then_some(&mut g.dw[..]),
+                want_b.then_some(&mut g.db[..]),
+            );
+            dx_pass(dyr, xr, w, c, dxr, pw, pb);
+        }
+        g
+    };
+    let g = crate::par::reduce_chunks_mut(dx, per_block * n, par_leaves, &leaf, &|a, b| a.add(b));
+    g.write(dweight, dbias);
+}
+
+/// The sums of one GroupNorm (sample, group) or BatchNorm channel made of segments, each
+/// with its channel's weight `w`: writes each segment's `(Σ dy, Σ dy·(x − μ))` to `out` and
+/// returns the set's `(Σ g, Σ g·(x − μ))` (`g = dy·w`), summed in f64 in segment order.
+pub(crate) fn set_sums<'s, T: Element>(
+    segs: impl Iterator<Item = (&'s [T], &'s [T], T::Acc)>,
+    mu: T::Acc,
+    out: &mut [(T::Acc, T::Acc)],
+) -> (T::Acc, T::Acc) {
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for ((dy, x, w), o) in segs.zip(out.iter_mut()) {
+        *o = sums(dy, x, None, mu);
+        s1 += w.to_f64() * o.0.to_f64();
+        s2 += w.to_f64() * o.1.to_f64();
+    }
+    (T::Acc::from_f64(s1), T::Acc::from_f64(s2))
+}
+
+/// Adds one `(rows, C)` row's `dy` and `dy·(x − μ_j)` to per-column sums (BatchNorm `Nc` /
+/// `Nhwc` backward).
+pub(crate) fn col_sums_row<T: Element>(
+    dy: &[T],
+    x: &[T],
+    mu: &[T::Acc],
+    s1: &mut [T::Acc],
+    s2: &mut [T::Acc],
+) {
+    type E<T> = <T as Element>::Acc;
+    let (dc, dt) = T::as_chunks(dy);
+    let (xc, xt) = T::as_chunks(x);
+    let (mc, mt) = E::<T>::as_chunks(mu);
+    let (ac, at) = E::<T>::as_chunks_mut(s1);
+    let (bc, bt) = E::<T>::as_chunks_mut(s2);
+    for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
+        let d = T::load(d);
+        let xm = T::load(x) - E::<T>::load(&mc[i]);
+        E::<T>::store(E::<T>::load(&ac[i]) + d, &mut ac[i]);
+        E::<T>::store(d.mul_add(xm, E::<T>::load(&bc[i])), &mut bc[i]);
+    }
+    if !dt.is_empty() {
+        let d = load_partial(dt);
+        let xm = load_partial(xt) - load_partial(mt);
+        store_partial(load_partial(at) + d, at);
+        store_partial(d.mul_add(xm, load_partial(bt)), bt);
+    }
+}
+
+/// Per-column [`Coef`]s as arrays (BatchNorm `Nc` / `Nhwc` backward).
+pub(crate) struct ColCoef<A> {
+    pub(crate) mu: Vec<A>,
+    pub(crate) alpha: Vec<A>,
+    pub(crate) beta: Vec<A>,
+    pub(crate) gamma: Vec<A>,
+}
+
+/// `dx = dy·α_j + (x − μ_j)·β_j + γ_j` over one `(rows, C)` row.
+pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx: &mut [T]) {
+    type E<T> = <T as Element>::Acc;
+    let f = |d: V<T>, x: V<T>, m: V<T>, al: V<T>, be: V<T>, ga: V<T>| {
+        d.mul_add(al, (x - m).mul_add(be, ga))
+    };
+    let (dc, dt) = T::as_chunks(dy);
+    let (xc, xt) = T::as_chunks(x);
+    let (oc, ot) = T::as_chunks_mut(dx);
+    let (mc, mt) = E::<T>::as_chunks(&c.mu);
+    let (lc, lt) = E::<T>::as_chunks(&c.alpha);
+    let (bc, bt) = E::<T>::as_chunks(&c.beta);
+    let (gc, gt) = E::<T>::as_chunks(&c.gamma);
+    for (i, (o, (d, x))) in oc.iter_mut().zip(dc.iter().zip(xc)).enumerate() {
+        let v = f(
+            T::load(d),
+            T::load(x),
+            E::<T>::load(&mc[i]),
+            E::<T>::load(&lc[i]),
+            E::<T>::load(&bc[i]),
+            E::<T>::load(&gc[i]),
+        );
+        T::store(v, o);
+    }
+    if !ot.is_empty() {
+        let v = f(
+            load_partial(dt),
+            load_partial(xt),
+            load_partial(mt),
+            load_partial(lt),
+            load_partial(bt),
+            load_partial(gt),
+        );
+        store_partial(v, ot);
+    }
+}
