@@ -1,0 +1,429 @@
+//! Backward passes: central finite differences in f64 for every op and parameter, bad inputs,
+//! determinism across thread counts.
+
+mod common;
+
+use common::Rng;
+use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, NormError, RmsNorm};
+
+/// The relative bar of the issue: analytic and numeric gradients agree to 1e-7 of the
+/// largest gradient component. Central differences with step h have error
+/// O(h²·|f'''|) + O(ε·|L|/h): h = 1e-5 gives ~1e-10 + 2e-11 for these O(1) losses.
+const REL: f64 = 1e-7;
+const H: f64 = 1e-5;
+
+/// `L(p) = Σ y(p)·r` for a fixed random `r` (= dy): dL/dp is what backward returns.
+fn numeric_grad(p: &[f64], loss: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+    (0..p.len())
+        .map(|i| {
+            let (mut a, mut b) = (p.to_vec(), p.to_vec());
+            a[i] += H;
+            b[i] -= H;
+            (loss(&a) - loss(&b)) / (2.0 * H)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_grad(got: &[f64], want: &[f64], what: &str) {
+    // floor: a gradient that is exactly 0 (a 1-value row) is matched to 1e-15 absolute
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-8);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= REL * scale,
+            "{what}[{i}]: analytic {g}, numeric {w} (scale {scale})"
+        );
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn randn(rng: &mut Rng, n: usize, mean: f64) -> Vec<f64> {
+    (0..n).map(|_| mean + rng.normal()).collect()
+}
+
+#[test]
+fn layer_norm_gradients_match_finite_differences() {
+    for (rows, n) in [(3, 7), (2, 33), (1, 1), (4, 16)] {
+        let mut rng = Rng(n as u64);
+        let (x, w, b, r) = (
+            randn(&mut rng, rows * n, 3.0),
+            randn(&mut rng, n, 1.0),
+            randn(&mut rng, n, 0.0),
+            randn(&mut rng, rows * n, 0.0),
+        );
+        let eps = 1e-3;
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            LayerNorm::new(n)
+                .eps(eps)
+                .weight(w)
+                .bias(b)
+                .forward(x, &mut y)
+                .unwrap();
+            dot(&y, &r)
+        };
+        let ln = LayerNorm::new(n).eps(eps).weight(&w).bias(&b);
+        let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
+        ln.forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
+            .unwrap();
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; n], vec![0.0; n]);
+        ln.backward(&r, &x, &mean, &rstd, &mut dx, Some(&mut dw), Some(&mut db))
+            .unwrap();
+        assert_grad(&dx, &numeric_grad(&x, &|p| loss(p, &w, &b)), "ln dx");
+        assert_grad(&dw, &numeric_grad(&w, &|p| loss(&x, p, &b)), "ln dw");
+        assert_grad(&db, &numeric_grad(&b, &|p| loss(&x, &w, p)), "ln db");
+        // without weight: dx from g = dy
+        let ln0 = LayerNorm::new(n).eps(eps);
+        let mut dx0 = vec![0.0; x.len()];
+        ln0.backward(&r, &x, &mean, &rstd, &mut dx0, None, None)
+            .unwrap();
+        let loss0 = |x: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            ln0.forward(x, &mut y).unwrap();
+            dot(&y, &r)
+        };
+        assert_grad(&dx0, &numeric_grad(&x, &loss0), "ln dx (no weight)");
+    }
+}
+
+#[test]
+fn rms_norm_gradients_match_finite_differences() {
+    for (rows, n) in [(3, 7), (2, 33), (1, 1)] {
+        let mut rng = Rng(100 + n as u64);
+        let (x, w, r) = (
+            randn(&mut rng, rows * n, 0.5),
+            randn(&mut rng, n, 1.0),
+            randn(&mut rng, rows * n, 0.0),
+        );
+        let loss = |x: &[f64], w: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            RmsNorm::new(n)
+                .eps(1e-3)
+                .weight(w)
+                .forward(x, &mut y)
+                .unwrap();
+            dot(&y, &r)
+        };
+        let rms = RmsNorm::new(n).eps(1e-3).weight(&w);
+        let (mut y, mut rstd) = (vec![0.0; x.len()], vec![0.0; rows]);
+        rms.forward_with_stats(&x, &mut y, &mut rstd).unwrap();
+        let (mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; n]);
+        rms.backward(&r, &x, &rstd, &mut dx, Some(&mut dw)).unwrap();
+        assert_grad(&dx, &numeric_grad(&x, &|p| loss(p, &w)), "rms dx");
+        assert_grad(&dw, &numeric_grad(&w, &|p| loss(&x, p)), "rms dw");
+    }
+}
+
+#[test]
+fn batch_norm_gradients_match_finite_differences() {
+    let c = 5;
+    for layout in [
+        Layout::Nc { n: 6 },
+        Layout::Nchw { n: 3, hw: 4 },
+        Layout::Nhwc { n: 2, hw: 5 },
+        Layout::Nchw { n: 4, hw: 1 },
+    ] {
+        let len = match layout {
+            Layout::Nc { n } => n * c,
+            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => n * hw * c,
+        };
+        let mut rng = Rng(len as u64);
+        let (x, w, b, r) = (
+            randn(&mut rng, len, -2.0),
+            randn(&mut rng, c, 1.0),
+            randn(&mut rng, c, 0.0),
+            randn(&mut rng, len, 0.0),
+        );
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            let (mut m, mut s) = (vec![0.0; c], vec![0.0; c]);
+            BatchNorm::new(c)
+                .eps(1e-3)
+                .weight(w)
+                .bias(b)
+                .forward_train(x, layout, &mut y, None, &mut m, &mut s)
+                .unwrap();
+            dot(&y, &r)
+        };
+        let bn = BatchNorm::new(c).eps(1e-3).weight(&w).bias(&b);
+        let (mut y, mut m, mut s) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+        bn.forward_train(&x, layout, &mut y, None, &mut m, &mut s)
+            .unwrap();
+        let (mut dx, mut dw, mut db) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+        bn.backward_train(
+            &r,
+            &x,
+            layout,
+            &m,
+            &s,
+            &mut dx,
+            Some(&mut dw),
+            Some(&mut db),
+        )
+        .unwrap();
+        let what = format!("{layout:?}");
+        assert_grad(
+            &dx,
+            &numeric_grad(&x, &|p| loss(p, &w, &b)),
+            &format!("{what} dx"),
+        );
+        assert_grad(
+            &dw,
+            &numeric_grad(&w, &|p| loss(&x, p, &b)),
+            &format!("{what} dw"),
+        );
+        assert_grad(
+            &db,
+            &numeric_grad(&b, &|p| loss(&x, &w, p)),
+            &format!("{what} db"),
+        );
+    }
+}
+
+#[test]
+fn group_norm_gradients_match_finite_differences() {
+    for (n, c, hw, groups) in [(2, 6, 5, 3), (1, 4, 7, 1), (3, 3, 4, 3), (2, 4, 1, 2)] {
+        let len = n * c * hw;
+        let mut rng = Rng(7 + len as u64);
+        let (x, w, b, r) = (
+            randn(&mut rng, len, 4.0),
+            randn(&mut rng, c, 1.0),
+            randn(&mut rng, c, 0.0),
+            randn(&mut rng, len, 0.0),
+        );
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            GroupNorm::new(groups, c)
+                .eps(1e-3)
+                .weight(w)
+                .bias(b)
+                .forward(x, n, hw, &mut y)
+                .unwrap();
+            dot(&y, &r)
+        };
+        let gn = GroupNorm::new(groups, c).eps(1e-3).weight(&w).bias(&b);
+        let (mut y, mut m, mut s) = (vec![0.0; len], vec![0.0; n * groups], vec![0.0; n * groups]);
+        gn.forward_with_stats(&x, n, hw, &mut y, &mut m, &mut s)
+            .unwrap();
+        let (mut dx, mut dw, mut db) = (vec![0.0; len], vec![0.0; c], vec![0.0; c]);
+        gn.backward(&r, &x, n, hw, &m, &s, &mut dx, Some(&mut dw), Some(&mut db))
+            .unwrap();
+        let what = format!("gn ({n}, {c}, {hw}) g{groups}");
+        assert_grad(
+            &dx,
+            &numeric_grad(&x, &|p| loss(p, &w, &b)),
+            &format!("{what} dx"),
+        );
+        assert_grad(
+            &dw,
+            &numeric_grad(&w, &|p| loss(&x, p, &b)),
+            &format!("{what} dw"),
+        );
+        assert_grad(
+            &db,
+            &numeric_grad(&b, &|p| loss(&x, &w, p)),
+            &format!("{what} db"),
+        );
+    }
+}
+
+#[test]
+fn backward_bad_inputs_are_errors_and_write_nothing() {
+    let s = 7.0f32;
+    let (x, dy) = (vec![1.0f32; 12], vec![1.0f32; 12]);
+    let untouched = |v: &[f32]| v.iter().all(|v| *v == s);
+    let (mut dx, mut dw, mut db) = (vec![s; 12], vec![s; 4], vec![s; 4]);
+    let ln = LayerNorm::<f32>::new(4);
+    assert_eq!(
+        ln.backward(
+            &dy,
+            &x[..8],
+            &[0.0; 3],
+            &[1.0; 3],
+            &mut dx,
+            Some(&mut dw),
+            Some(&mut db)
+        ),
+        Err(NormError::LengthMismatch {
+            arg: "x",
+            expected: 12,
+            actual: 8
+        })
+    );
+    assert_eq!(
+        ln.backward(
+            &dy,
+            &x,
+            &[0.0; 2],
+            &[1.0; 3],
+            &mut dx,
+            Some(&mut dw),
+            Some(&mut db)
+        ),
+        Err(NormError::LengthMismatch {
+            arg: "mean",
+            expected: 3,
+            actual: 2
+        })
+    );
+    assert_eq!(
+        ln.backward(
+            &dy,
+            &x,
+            &[0.0; 3],
+            &[1.0; 3],
+            &mut dx,
+            Some(&mut dw[..3]),
+            None
+        ),
+        Err(NormError::LengthMismatch {
+            arg: "dweight",
+            expected: 4,
+            actual: 3
+        })
+    );
+    assert_eq!(
+        RmsNorm::<f32>::new(4).backward(&dy, &x, &[1.0; 3], &mut dx[..11], None),
+        Err(NormError::LengthMismatch {
+            arg: "dx",
+            expected: 12,
+            actual: 11
+        })
+    );
+    assert_eq!(
+        BatchNorm::<f32>::new(4).backward_train(
+            &dy,
+            &x,
+            Layout::Nc { n: 3 },
+            &[0.0; 4],
+            &[1.0; 3],
+            &mut dx,
+            None,
+            Some(&mut db)
+        ),
+        Err(NormError::LengthMismatch {
+            arg: "saved_invstd",
+            expected: 4,
+            actual: 3
+        })
+    );
+    assert_eq!(
+        GroupNorm::<f32>::new(3, 4).backward(
+            &dy,
+            &x,
+            1,
+            3,
+            &[0.0; 3],
+            &[1.0; 3],
+            &mut dx,
+            Some(&mut dw),
+            None
+        ),
+        Err(NormError::InvalidGroups {
+            groups: 3,
+            channels: 4
+        })
+    );
+    assert_eq!(
+        GroupNorm::<f32>::new(2, 4).backward(
+            &dy,
+            &x,
+            1,
+            3,
+            &[0.0; 2],
+            &[1.0; 2],
+            &mut dx,
+            Some(&mut dw),
+            Some(&mut db[..1])
+        ),
+        Err(NormError::LengthMismatch {
+            arg: "dbias",
+            expected: 4,
+            actual: 1
+        })
+    );
+    assert!(untouched(&dx) && untouched(&dw) && untouched(&db));
+}
+
+/// dx, dweight and dbias bitwise identical for pools of 1, 2, 3 and 8 threads on inputs large
+/// enough to be split (the cross-row sums are the part that could differ).
+#[test]
+fn backward_deterministic_across_thread_counts() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut out: Vec<Vec<u32>> = Vec::new();
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let mut rng = Rng(3);
+            let (rows, n) = (300, 1000);
+            let x: Vec<f32> = (0..rows * n).map(|_| 10.0 + rng.normal() as f32).collect();
+            let dy: Vec<f32> = (0..rows * n).map(|_| rng.normal() as f32).collect();
+            let w: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            let (mut y, mut m, mut s) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
+            let ln = LayerNorm::new(n).weight(&w);
+            ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
+            let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; n], vec![0.0; n]);
+            ln.backward(&dy, &x, &m, &s, &mut dx, Some(&mut dw), Some(&mut db))
+                .unwrap();
+            out.extend([bits(&dx), bits(&dw), bits(&db)]);
+            RmsNorm::new(n)
+                .weight(&w)
+                .backward(&dy, &x, &s, &mut dx, Some(&mut dw))
+                .unwrap();
+            out.extend([bits(&dx), bits(&dw)]);
+            let c = 20;
+            for layout in [
+                Layout::Nc { n: 15000 },
+                Layout::Nchw { n: 30, hw: 500 },
+                Layout::Nhwc { n: 30, hw: 500 },
+            ] {
+                let bn = BatchNorm::new(c).weight(&w[..c]);
+                let (mut m, mut s) = (vec![0.0; c], vec![0.0; c]);
+                bn.forward_train(&x, layout, &mut y, None, &mut m, &mut s)
+                    .unwrap();
+                let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
+                bn.backward_train(
+                    &dy,
+                    &x,
+                    layout,
+                    &m,
+                    &s,
+                    &mut dx,
+                    Some(&mut dw),
+                    Some(&mut db),
+                )
+                .unwrap();
+                out.extend([bits(&dx), bits(&dw), bits(&db)]);
+            }
+            let gn = GroupNorm::new(4, c).weight(&w[..c]);
+            let (mut gm, mut gs) = (vec![0.0; 30 * 4], vec![0.0; 30 * 4]);
+            gn.forward_with_stats(&x, 30, 500, &mut y, &mut gm, &mut gs)
+                .unwrap();
+            let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
+            gn.backward(
+                &dy,
+                &x,
+                30,
+                500,
+                &gm,
+                &gs,
+                &mut dx,
+                Some(&mut dw),
+                Some(&mut db),
+            )
+            .unwrap();
+            out.extend([bits(&dx), bits(&dw), bits(&db)]);
+            out
+        })
+    };
+    let one = run(1);
+    for t in [2, 3, 8] {
+        assert!(run(t) == one, "{t} threads differ from 1");
+    }
+}
