@@ -131,5 +131,100 @@ fn bench_channels(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_rows, bench_channels);
+/// Backward passes: read x and dy, write dx. The copy baseline moves the same bytes: a
+/// `copy_from_slice` of 1.5 × the elements (reads 1.5, writes 1.5).
+fn bench_backward(c: &mut Criterion) {
+    let shapes = [
+        ("ln_rms/4096x4096", 4096usize, 4096usize, None),
+        ("ln_rms/65536x256", 65536, 256, None),
+        ("bn/65536x256", 65536, 256, Some(Layout::Nc { n: 65536 })),
+        (
+            "bn/32x64x56x56",
+            32 * 3136,
+            64,
+            Some(Layout::Nchw { n: 32, hw: 3136 }),
+        ),
+    ];
+    for (name, rows, n, layout) in shapes {
+        let len = rows * n;
+        let (x, dy, w) = (data(len), data(len), data(n));
+        let big = data(len + len / 2);
+        let mut dst = vec![0.0f32; big.len()];
+        let mut dx = vec![0.0f32; len];
+        let (mut y, mut m, mut s) = (vec![0.0f32; len], vec![0.0f32; rows], vec![0.0f32; rows]);
+        let (mut dw, mut db) = (vec![0.0f32; n], vec![0.0f32; n]);
+        for t in threads() {
+            let p = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            let mut g = c.benchmark_group(format!("backward/f32/{name}/threads{t}"));
+            g.throughput(Throughput::Bytes((3 * len * 4) as u64));
+            g.sample_size(20);
+            g.bench_function("copy", |bn| {
+                bn.iter(|| dst.copy_from_slice(black_box(&big)))
+            });
+            match layout {
+                None => {
+                    let ln = LayerNorm::new(n).weight(&w);
+                    ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
+                    g.bench_function("layer_norm_backward", |bn| {
+                        bn.iter_custom(|k| {
+                            in_pool(&p, k, || {
+                                ln.backward(
+                                    black_box(&dy),
+                                    &x,
+                                    &m,
+                                    &s,
+                                    &mut dx,
+                                    Some(&mut dw),
+                                    Some(&mut db),
+                                )
+                                .unwrap()
+                            })
+                        })
+                    });
+                    let rms = RmsNorm::new(n).weight(&w);
+                    g.bench_function("rms_norm_backward", |bn| {
+                        bn.iter_custom(|k| {
+                            in_pool(&p, k, || {
+                                rms.backward(black_box(&dy), &x, &s, &mut dx, Some(&mut dw))
+                                    .unwrap()
+                            })
+                        })
+                    });
+                }
+                Some(layout) => {
+                    let bn_op = BatchNorm::new(n).weight(&w);
+                    let (sm, si) = (&mut m[..n], &mut s[..n]);
+                    bn_op
+                        .forward_train(&x, layout, &mut y, None, sm, si)
+                        .unwrap();
+                    let (sm, si) = (&m[..n], &s[..n]);
+                    g.bench_function("batch_norm_backward", |bn| {
+                        bn.iter_custom(|k| {
+                            in_pool(&p, k, || {
+                                bn_op
+                                    .backward_train(
+                                        black_box(&dy),
+                                        &x,
+                                        layout,
+                                        sm,
+                                        si,
+                                        &mut dx,
+                                        Some(&mut dw),
+                                        Some(&mut db),
+                                    )
+                                    .unwrap()
+                            })
+                        })
+                    });
+                }
+            }
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench_rows, bench_channels, bench_backward);
 criterion_main!(benches);

@@ -278,6 +278,95 @@ fn main() {
             });
         }
     }
+    // Backward passes: read x and dy, write dx; the copy baseline moves the same bytes
+    // (a copy of 1.5 × the elements).
+    let shapes: &[(&str, usize, usize, Option<Layout>)] = if o.quick {
+        &[("128x4096", 128, 4096, None)]
+    } else {
+        &[
+            ("4096x4096", 4096, 4096, None),
+            ("65536x256", 65536, 256, None),
+            ("(65536, 256)", 65536, 256, Some(Layout::Nc { n: 65536 })),
+            (
+                "(32, 64, 56, 56)",
+                32 * 3136,
+                64,
+                Some(Layout::Nchw { n: 32, hw: 3136 }),
+            ),
+        ]
+    };
+    for &(shape, r, c, layout) in shapes {
+        let len = r * c;
+        let (x, dy, w) = (data(len), data(len), data(c));
+        let big = data(len + len / 2);
+        let mut dst = vec![0.0f32; big.len()];
+        let reps = if len >= 1 << 22 { reps } else { reps * 5 };
+        let copy = median(reps, || dst.copy_from_slice(black_box(&big)));
+        let (mut y, mut dx) = (vec![0.0f32; len], vec![0.0f32; len]);
+        let (mut m, mut s) = (vec![0.0f32; r], vec![0.0f32; r]);
+        let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let mut push = |op: &'static str, time: Duration| {
+            rows.push(Row {
+                op,
+                shape: shape.to_string(),
+                time,
+                bytes: 3 * len * 4,
+                copy,
+                read: None,
+                bound: None,
+            })
+        };
+        match layout {
+            None => {
+                let ln = LayerNorm::new(c).weight(&w);
+                ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
+                let time = pool.install(|| {
+                    median(reps, || {
+                        ln.backward(
+                            black_box(&dy),
+                            &x,
+                            &m,
+                            &s,
+                            &mut dx,
+                            Some(&mut dw),
+                            Some(&mut db),
+                        )
+                        .unwrap()
+                    })
+                });
+                push("ln_backward", time);
+                let rms = RmsNorm::new(c).weight(&w);
+                let time = pool.install(|| {
+                    median(reps, || {
+                        rms.backward(black_box(&dy), &x, &s, &mut dx, Some(&mut dw))
+                            .unwrap()
+                    })
+                });
+                push("rms_backward", time);
+            }
+            Some(layout) => {
+                let bn = BatchNorm::new(c).weight(&w);
+                bn.forward_train(&x, layout, &mut y, None, &mut m[..c], &mut s[..c])
+                    .unwrap();
+                let time = pool.install(|| {
+                    median(reps, || {
+                        bn.backward_train(
+                            black_box(&dy),
+                            &x,
+                            layout,
+                            &m[..c],
+                            &s[..c],
+                            &mut dx,
+                            Some(&mut dw),
+                            Some(&mut db),
+                        )
+                        .unwrap()
+                    })
+                });
+                push("bn_backward", time);
+            }
+        }
+    }
     let gbs = |bytes: usize, t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
     // copy moves 2 × the input bytes; a reduction's `bytes` is the input alone.
     let copy_bytes = |r: &Row| {
