@@ -71,6 +71,7 @@ fn median(reps: usize, mut f: impl FnMut()) -> Duration {
 
 struct Row {
     op: &'static str,
+    dtype: &'static str,
     shape: String,
     time: Duration,
     /// Bytes read once plus bytes written.
@@ -80,6 +81,67 @@ struct Row {
     read: Option<Duration>,
     /// BatchNorm training's minimal traffic: one read-only pass plus one copy, same run.
     bound: Option<Duration>,
+}
+
+/// LayerNorm, RMSNorm and BatchNorm eval (as `(r, c)` = `Nc`) stored as `T`.
+fn half_rows<T: simdnorm::Element>(
+    dtype: &'static str,
+    r: usize,
+    c: usize,
+    reps: usize,
+    pool: &rayon::ThreadPool,
+    rows: &mut Vec<Row>,
+) {
+    use simdnorm::Float;
+    // centred data: `data`'s 1e4 offset is below half precision's resolution there (every
+    // row would be constant)
+    let conv = |v: Vec<f32>| -> Vec<T> {
+        v.into_iter()
+            .map(|x| T::from_acc(T::Acc::from_f64(x as f64 - 1.0e4)))
+            .collect()
+    };
+    let (x, w, b) = (conv(data(r * c)), conv(data(c)), conv(data(c)));
+    let mut y = x.clone();
+    let reps = if r * c >= 1 << 22 { reps } else { reps * 20 };
+    let copy = median(reps, || y.copy_from_slice(black_box(&x)));
+    let shape = format!("{r}x{c}");
+    let bytes = 2 * r * c * size_of::<T>();
+    let mut push = |op: &'static str, time: Duration| {
+        rows.push(Row {
+            op,
+            dtype,
+            shape: shape.clone(),
+            time,
+            bytes,
+            copy,
+            read: None,
+            bound: None,
+        })
+    };
+    let ln = LayerNorm::new(c).weight(&w).bias(&b);
+    push(
+        "layer_norm",
+        pool.install(|| median(reps, || ln.forward(black_box(&x), &mut y).unwrap())),
+    );
+    let rms = RmsNorm::new(c).weight(&w);
+    push(
+        "rms_norm",
+        pool.install(|| median(reps, || rms.forward(black_box(&x), &mut y).unwrap())),
+    );
+    let bn = BatchNorm::new(c).weight(&w).bias(&b);
+    let (rm, rv) = (
+        vec![T::Acc::from_f64(0.0); c],
+        vec![T::Acc::from_f64(0.1); c],
+    );
+    push(
+        "bn_eval",
+        pool.install(|| {
+            median(reps, || {
+                bn.forward_eval(black_box(&x), Layout::Nc { n: r }, &rm, &rv, &mut y)
+                    .unwrap()
+            })
+        }),
+    );
 }
 
 fn main() {
@@ -119,6 +181,7 @@ fn main() {
                 })
             });
             rows.push(Row {
+                dtype: "f32",
                 op,
                 shape: format!("{n}"),
                 time,
@@ -146,6 +209,7 @@ fn main() {
         let time =
             pool.install(|| median(reps, || col_moments(black_box(&x), c, &mut out).unwrap()));
         rows.push(Row {
+            dtype: "f32",
             op: "col_moments",
             shape: shape.clone(),
             time,
@@ -158,6 +222,7 @@ fn main() {
         let time =
             pool.install(|| median(reps, || row_moments(black_box(&x), c, &mut out).unwrap()));
         rows.push(Row {
+            dtype: "f32",
             op: "row_moments",
             shape,
             time,
@@ -185,6 +250,7 @@ fn main() {
         let shape = format!("{r}x{c}");
         let time = pool.install(|| median(reps, || ln.forward(black_box(&x), &mut y).unwrap()));
         rows.push(Row {
+            dtype: "f32",
             op: "layer_norm",
             shape: shape.clone(),
             time,
@@ -195,6 +261,7 @@ fn main() {
         });
         let time = pool.install(|| median(reps, || rms.forward(black_box(&x), &mut y).unwrap()));
         rows.push(Row {
+            dtype: "f32",
             op: "rms_norm",
             shape,
             time,
@@ -239,6 +306,7 @@ fn main() {
         });
         let shape = shape.to_string();
         rows.push(Row {
+            dtype: "f32",
             op: "bn_train",
             shape: shape.clone(),
             time,
@@ -255,6 +323,7 @@ fn main() {
             })
         });
         rows.push(Row {
+            dtype: "f32",
             op: "bn_eval",
             shape: shape.clone(),
             time,
@@ -268,6 +337,7 @@ fn main() {
             let time =
                 pool.install(|| median(reps, || gn.forward(black_box(&x), n, hw, &mut y).unwrap()));
             rows.push(Row {
+                dtype: "f32",
                 op: "group_norm32",
                 shape,
                 time,
@@ -307,6 +377,7 @@ fn main() {
         let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
         let mut push = |op: &'static str, time: Duration| {
             rows.push(Row {
+                dtype: "f32",
                 op,
                 shape: shape.to_string(),
                 time,
@@ -367,6 +438,16 @@ fn main() {
             }
         }
     }
+    // Half storage (f32 accumulation): LayerNorm, RMSNorm, BatchNorm eval on the half bytes.
+    let shapes: &[(usize, usize)] = if o.quick {
+        &[(128, 4096)]
+    } else {
+        &[(128, 4096), (4096, 4096)]
+    };
+    for &(r, c) in shapes {
+        half_rows::<half::bf16>("bf16", r, c, reps, &pool, &mut rows);
+        half_rows::<half::f16>("f16", r, c, reps, &pool, &mut rows);
+    }
     let gbs = |bytes: usize, t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
     // copy moves 2 × the input bytes; a reduction's `bytes` is the input alone.
     let copy_bytes = |r: &Row| {
@@ -387,8 +468,8 @@ fn main() {
             .iter()
             .map(|r| {
                 format!(
-                    "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"f32\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{},\"x_read_plus_copy\":{}}}",
-                    r.op, r.shape, o.threads, r.time.as_nanos(), gbs(r.bytes, r.time), pct_copy(r),
+                    "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"{}\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{},\"x_read_plus_copy\":{}}}",
+                    r.op, r.shape, r.dtype, o.threads, r.time.as_nanos(), gbs(r.bytes, r.time), pct_copy(r),
                     pct_read(r).map_or("null".to_string(), |p| format!("{p:.1}")),
                     vs_bound(r).map_or("null".to_string(), |p| format!("{p:.3}"))
                 )
@@ -416,7 +497,7 @@ fn main() {
             "{:<12} {:>16} {:>5} {:>3} {:>12} {:>8.2} {:>6.0}% {:>7} {:>11}",
             r.op,
             r.shape,
-            "f32",
+            r.dtype,
             o.threads,
             format!("{:.3?}", r.time),
             gbs(r.bytes, r.time),

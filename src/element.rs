@@ -313,18 +313,18 @@ impl_native!(f32, f32x16, 16);
 impl_native!(f64, f64x8, 8);
 
 macro_rules! impl_half {
-    ($t:ty) => {
+    ($t:ty, $to_f32:path, $from_f32:path, $load:path, $store:path) => {
         #[cfg(feature = "half")]
         impl Element for $t {
             type Acc = f32;
             type Chunk = [$t; 16];
             #[inline(always)]
             fn to_acc(self) -> f32 {
-                self.to_f32()
+                $to_f32(self.to_bits())
             }
             #[inline(always)]
             fn from_acc(a: f32) -> Self {
-                <$t>::from_f32(a)
+                <$t>::from_bits($from_f32(a))
             }
             #[inline(always)]
             fn as_chunks(x: &[Self]) -> (&[Self::Chunk], &[Self]) {
@@ -332,7 +332,7 @@ macro_rules! impl_half {
             }
             #[inline(always)]
             fn load(c: &Self::Chunk) -> f32x16 {
-                f32x16::new(c.map(<$t>::to_f32))
+                $load(c)
             }
             #[inline(always)]
             fn as_chunks_mut(x: &mut [Self]) -> (&mut [Self::Chunk], &mut [Self]) {
@@ -340,14 +340,139 @@ macro_rules! impl_half {
             }
             #[inline(always)]
             fn store(v: f32x16, c: &mut Self::Chunk) {
-                *c = v.to_array().map(<$t>::from_f32);
+                $store(v, c)
             }
         }
     };
 }
 
-impl_half!(half::f16);
-impl_half!(half::bf16);
+impl_half!(
+    half::f16,
+    f16_to_f32,
+    f32_to_f16,
+    f16x16_to_f32,
+    f32x16_to_f16
+);
+impl_half!(
+    half::bf16,
+    bf16_to_f32,
+    f32_to_bf16,
+    bf16x16_to_f32,
+    f32x16_to_bf16
+);
+
+// The same conversions on 16 lanes with `wide`'s integer vectors (the scalar forms below
+// are the reference the tests hold them to, lane by lane).
+
+/// [`bf16_to_f32`] on 16 lanes.
+#[cfg(feature = "half")]
+#[inline(always)]
+fn bf16x16_to_f32(c: &[half::bf16; 16]) -> f32x16 {
+    let mut a = [0.0f32; 16];
+    for (d, h) in a.iter_mut().zip(c) {
+        *d = bf16_to_f32(h.to_bits());
+    }
+    f32x16::new(a)
+}
+
+/// [`f32_to_bf16`] on 16 lanes.
+#[cfg(feature = "half")]
+#[inline(always)]
+fn f32x16_to_bf16(v: f32x16, c: &mut [half::bf16; 16]) {
+    let a = v.to_array();
+    for (d, f) in c.iter_mut().zip(a) {
+        *d = half::bf16::from_bits(f32_to_bf16(f));
+    }
+}
+
+/// f16 to f32 on 16 lanes: `half`'s slice conversion (F16C where the build has it).
+#[cfg(feature = "half")]
+#[inline(always)]
+fn f16x16_to_f32(c: &[half::f16; 16]) -> f32x16 {
+    use half::slice::HalfFloatSliceExt;
+    let mut out = [0.0f32; 16];
+    c.convert_to_f32_slice(&mut out);
+    f32x16::new(out)
+}
+
+/// f32 to f16 on 16 lanes: `half`'s slice conversion (F16C where the build has it).
+#[cfg(feature = "half")]
+#[inline(always)]
+fn f32x16_to_f16(v: f32x16, c: &mut [half::f16; 16]) {
+    use half::slice::HalfFloatSliceExt;
+    c.convert_from_f32_slice(&v.to_array());
+}
+
+// Branch-free conversions on the bits (selects, shifts, one float multiply or add), so that a
+// chunk's `map` compiles to vector code on every target: `half`'s scalar conversions use F16C
+// one value at a time where the build has it and a branchy software path where not.
+
+/// bf16 bits to f32: the upper half of the f32's bits (exact).
+#[inline(always)]
+pub(crate) fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// f32 to bf16 bits, rounding to nearest even; NaN stays NaN (quieted, payload's top bits
+/// kept); values beyond bf16's range round to ±∞ exactly when IEEE rounding says so.
+#[inline(always)]
+pub(crate) fn f32_to_bf16(f: f32) -> u16 {
+    let u = f.to_bits();
+    let rounded = u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16;
+    pick(
+        mask((u & 0x7fff_ffff) > 0x7f80_0000),
+        (u >> 16) | 0x40,
+        rounded,
+    ) as u16
+}
+
+/// `a` where `m` is all ones, `b` where it is 0 (branch-free, so maps vectorize).
+#[inline(always)]
+fn pick(m: u32, a: u32, b: u32) -> u32 {
+    (a & m) | (b & !m)
+}
+
+/// All ones if `c`, else 0.
+#[inline(always)]
+fn mask(c: bool) -> u32 {
+    0u32.wrapping_sub(u32::from(c))
+}
+
+/// f16 bits to f32 (exact): the exponent and mantissa moved into place and scaled by 2^112
+/// (which also normalizes subnormals), ∞ and NaN given the all-ones exponent.
+#[inline(always)]
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let em = (h & 0x7fff) << 13;
+    let finite = (f32::from_bits(em) * f32::from_bits(0x7780_0000)).to_bits(); // × 2^112
+    let special = em | 0x7f80_0000;
+    let v = pick(mask(h & 0x7c00 == 0x7c00), special, finite);
+    f32::from_bits(v | ((h & 0x8000) << 16))
+}
+
+/// f32 to f16 bits, rounding to nearest even (subnormals included); NaN stays NaN (quieted,
+/// payload's top bits kept); finite values round to ±∞ exactly when IEEE rounding overflows.
+#[inline(always)]
+pub(crate) fn f32_to_f16(f: f32) -> u16 {
+    let u = f.to_bits();
+    let sign = (u >> 16) & 0x8000;
+    let a = u & 0x7fff_ffff;
+    // normal range: rebias the exponent, round the 13 dropped bits to nearest even
+    let normal = a
+        .wrapping_sub(112 << 23)
+        .wrapping_add(0xfff + ((a >> 13) & 1))
+        >> 13;
+    // below 2^-14: adding 0.5 (2^-1) makes the FPU round the value to a multiple of 2^-24,
+    // the f16 subnormal spacing, in its low bits
+    let sub = (f32::from_bits(a) + 0.5)
+        .to_bits()
+        .wrapping_sub(0x3f00_0000);
+    let nan = 0x7e00 | ((a >> 13) & 0x3ff);
+    let o = pick(mask(a < 0x3880_0000), sub, normal);
+    let o = pick(mask(a >= 0x4780_0000), 0x7c00, o); // ≥ 65536 and ∞: past 65504's rounding
+    let o = pick(mask(a > 0x7f80_0000), nan, o);
+    (o | sign) as u16
+}
 
 /// Loads the last `x.len() < LANES` elements of a slice into a vector whose remaining lanes
 /// are 0. The only partial load in the crate: every kernel's tail goes through it and then
@@ -393,6 +518,105 @@ pub(crate) fn keep_first<A: Float>(v: A::V, n: usize) -> A::V {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every f16 and bf16 bit pattern widens exactly as `half` does, and narrows back to
+    /// itself (NaN to a NaN with the same quiet payload).
+    #[cfg(feature = "half")]
+    #[test]
+    fn half_conversions_round_trip_every_bit_pattern() {
+        for h in 0..=u16::MAX {
+            let (a, b) = (f16_to_f32(h), half::f16::from_bits(h).to_f32());
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "f16 {h:#x}"
+            );
+            let back = f32_to_f16(a);
+            assert!(
+                back == h || (a.is_nan() && back == h | 0x200),
+                "f16 {h:#x} → {back:#x}"
+            );
+            let (a, b) = (bf16_to_f32(h), half::bf16::from_bits(h).to_f32());
+            // (half quiets a signalling NaN; the shift keeps its bits: both NaN)
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "bf16 {h:#x}"
+            );
+            let back = f32_to_bf16(a);
+            assert!(
+                back == h || (a.is_nan() && back == h | 0x40),
+                "bf16 {h:#x} → {back:#x}"
+            );
+        }
+        // the 16-lane forms agree with the scalar ones, lane by lane
+        for base in (0..=u16::MAX).step_by(16) {
+            let h: [u16; 16] = std::array::from_fn(|i| base + i as u16);
+            let (f, b) = (
+                f16x16_to_f32(&h.map(half::f16::from_bits)).to_array(),
+                bf16x16_to_f32(&h.map(half::bf16::from_bits)).to_array(),
+            );
+            for i in 0..16 {
+                // (F16C quiets a signalling NaN: both NaN)
+                let g = f16_to_f32(h[i]);
+                assert!(
+                    f[i].to_bits() == g.to_bits() || (f[i].is_nan() && g.is_nan()),
+                    "f16x16 {:#x}",
+                    h[i]
+                );
+                assert_eq!(
+                    b[i].to_bits(),
+                    bf16_to_f32(h[i]).to_bits(),
+                    "bf16x16 {:#x}",
+                    h[i]
+                );
+            }
+        }
+    }
+
+    /// Narrowing agrees with `half`'s (round to nearest even, overflow to ±∞, subnormals)
+    /// on every f32 bit pattern, NaN only to NaN.
+    #[cfg(feature = "half")]
+    #[test]
+    fn half_narrowing_matches_half_on_every_f32() {
+        let check = |lo: u32, hi: u32| {
+            for u in lo..=hi {
+                let f = f32::from_bits(u);
+                let (a, b) = (f32_to_f16(f), half::f16::from_f32(f).to_bits());
+                let nan = |h: u16| h & 0x7c00 == 0x7c00 && h & 0x3ff != 0;
+                assert!(
+                    a == b || (nan(a) && nan(b)),
+                    "f16 of {u:#x}: {a:#x} vs {b:#x}"
+                );
+                let (a, b) = (f32_to_bf16(f), half::bf16::from_f32(f).to_bits());
+                let nan = |h: u16| h & 0x7f80 == 0x7f80 && h & 0x7f != 0;
+                assert!(
+                    a == b || (nan(a) && nan(b)),
+                    "bf16 of {u:#x}: {a:#x} vs {b:#x}"
+                );
+            }
+            // the 16-lane forms equal the scalar ones
+            for base in (lo..=hi).step_by(16) {
+                let v = f32x16::new(std::array::from_fn(|i| f32::from_bits(base + i as u32)));
+                let (mut h, mut b) = ([half::f16::ZERO; 16], [half::bf16::ZERO; 16]);
+                f32x16_to_f16(v, &mut h);
+                f32x16_to_bf16(v, &mut b);
+                for i in 0..16 {
+                    let (u, f) = (base + i as u32, f32::from_bits(base + i as u32));
+                    let (x, y) = (h[i].to_bits(), f32_to_f16(f));
+                    let nan = |h: u16| h & 0x7c00 == 0x7c00 && h & 0x3ff != 0;
+                    assert!(x == y || (nan(x) && nan(y)), "f32x16_to_f16 of {u:#x}");
+                    assert_eq!(b[i].to_bits(), f32_to_bf16(f), "f32x16_to_bf16 of {u:#x}");
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            let parts = 16u64;
+            for k in 0..parts {
+                let lo = (k << 32) / parts;
+                let hi = ((k + 1) << 32) / parts - 1;
+                s.spawn(move || check(lo as u32, hi as u32));
+            }
+        });
+    }
 
     #[test]
     fn exponent_and_exp2i_agree() {

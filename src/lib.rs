@@ -49,6 +49,8 @@
 
 mod element;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod moments;
 mod ops;
 pub mod oracle;

@@ -390,6 +390,155 @@ pub fn group_norm<T: Element>(
     )
 }
 
+/// Reference gradients over sets (rows, channels, groups): element `i` belongs to set
+/// `set(i).0` with parameter channel `set(i).1`; `stats[s] = (μ, r)` (μ = 0 and `center`
+/// false for RMSNorm). Returns `(dx, dweight, dbias)` in f64, per channel `0..channels`,
+/// sums in double-double.
+#[allow(clippy::too_many_arguments)]
+fn backward_sets<T: Element>(
+    dy: &[T],
+    x: &[T],
+    channels: usize,
+    set: impl Fn(usize) -> (usize, usize),
+    stats: &[(f64, f64)],
+    w: &[T],
+    center: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let f = |v: &T| v.to_acc().to_f64();
+    let wc = |c: usize| w.get(c).map_or(1.0, f);
+    let (mut s1, mut s2, mut cnt) = (
+        vec![Dd::ZERO; stats.len()],
+        vec![Dd::ZERO; stats.len()],
+        vec![0usize; stats.len()],
+    );
+    let (mut dw, mut db) = (vec![Dd::ZERO; channels], vec![Dd::ZERO; channels]);
+    for i in 0..x.len() {
+        let (s, c) = set(i);
+        let (mu, r) = stats[s];
+        let g = f(&dy[i]) * wc(c);
+        let xhat = (f(&x[i]) - mu) * r;
+        s1[s] = s1[s].add(Dd::from(g));
+        s2[s] = s2[s].add(Dd::from(g).mul(Dd::from(xhat)));
+        cnt[s] += 1;
+        dw[c] = dw[c].add(Dd::from(f(&dy[i])).mul(Dd::from(xhat)));
+        db[c] = db[c].add(Dd::from(f(&dy[i])));
+    }
+    let dx = (0..x.len())
+        .map(|i| {
+            let (s, c) = set(i);
+            let (mu, r) = stats[s];
+            let n = cnt[s] as f64;
+            let g = f(&dy[i]) * wc(c);
+            let xhat = (f(&x[i]) - mu) * r;
+            let m1 = if center { s1[s].to_f64() / n } else { 0.0 };
+            r * (g - m1 - xhat * s2[s].to_f64() / n)
+        })
+        .collect();
+    (
+        dx,
+        dw.iter().map(|v| v.to_f64()).collect(),
+        db.iter().map(|v| v.to_f64()).collect(),
+    )
+}
+
+/// Reference LayerNorm backward (`RmsNorm` with `mean = None`) for rows of `row_len`, given
+/// the statistics the forward pass returned: `(dx, dweight, dbias)`.
+///
+/// # Example
+/// ```
+/// let (dx, dw, db) = simdnorm::oracle::layer_norm_backward(
+///     &[1.0f64, 0.0], &[1.0, 3.0], 2, &[], Some(&[2.0]), &[1.0]);
+/// assert_eq!((dx, dw, db), (vec![0.0, 0.0], vec![-1.0, 0.0], vec![1.0, 0.0]));
+/// ```
+pub fn layer_norm_backward<T: Element>(
+    dy: &[T],
+    x: &[T],
+    row_len: usize,
+    w: &[T],
+    mean: Option<&[f64]>,
+    rstd: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let stats: Vec<(f64, f64)> = rstd
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (mean.map_or(0.0, |m| m[i]), *r))
+        .collect();
+    backward_sets(
+        dy,
+        x,
+        row_len,
+        |i| (i / row_len, i % row_len),
+        &stats,
+        w,
+        mean.is_some(),
+    )
+}
+
+/// Reference BatchNorm training backward over `(n, c, hw)` data (channels-last when
+/// `channels_last`), given the saved per-channel mean and invstd: `(dx, dweight, dbias)`.
+///
+/// # Example
+/// ```
+/// let (dx, dw, db) = simdnorm::oracle::batch_norm_backward(
+///     &[1.0f32, 2.0], &[1.0, 3.0], 2, 1, 1, false, &[], &[2.0], &[1.0]);
+/// assert_eq!((dx, dw, db), (vec![0.0, 0.0], vec![1.0], vec![3.0]));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward<T: Element>(
+    dy: &[T],
+    x: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    channels_last: bool,
+    w: &[T],
+    mean: &[f64],
+    invstd: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    assert_eq!(x.len(), n * c * hw);
+    let stats: Vec<(f64, f64)> = mean.iter().zip(invstd).map(|(m, r)| (*m, *r)).collect();
+    let ch = |i: usize| if channels_last { i % c } else { (i / hw) % c };
+    backward_sets(dy, x, c, |i| (ch(i), ch(i)), &stats, w, true)
+}
+
+/// Reference GroupNorm backward over `(n, c, hw)` data, given the per-(sample, group) mean
+/// and rstd: `(dx, dweight, dbias)`.
+///
+/// # Example
+/// ```
+/// let (dx, _, db) = simdnorm::oracle::group_norm_backward(
+///     &[1.0f64, 1.0], &[1.0, 3.0], 1, 1, 2, 1, &[], &[2.0], &[1.0]);
+/// assert_eq!((dx, db), (vec![0.0, 0.0], vec![2.0]));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward<T: Element>(
+    dy: &[T],
+    x: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    w: &[T],
+    mean: &[f64],
+    rstd: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    assert_eq!(x.len(), n * c * hw);
+    let stats: Vec<(f64, f64)> = mean.iter().zip(rstd).map(|(m, r)| (*m, *r)).collect();
+    let cpg = c / groups;
+    backward_sets(
+        dy,
+        x,
+        c,
+        |i| {
+            let (sample, ch) = (i / (c * hw), (i / hw) % c);
+            (sample * groups + ch / cpg, ch)
+        },
+        &stats,
+        w,
+        true,
+    )
+}
+
 fn param<T: Element>(w: &[T], b: &[T], j: usize) -> (f64, f64) {
     (
         w.get(j).map_or(1.0, |v| v.to_acc().to_f64()),

@@ -4,10 +4,12 @@
 //! statistics μ (0 for RMSNorm) and `a = rstd`, `g = dy·w`, `x̂ = (x − μ)·a`:
 //! ```text
 //! dx = a·(g − mean(g) − x̂·mean(g·x̂))       (PyTorch's b·x + c form, with x − μ kept apart)
-//!    = (dy·w)·a + (x − μ)·β + γ,   β = −a³·Σ g·(x − μ)/N,   γ = −a·Σ g/N
+//!    = (dy·w)·a + x̂·β + γ,   β = −a·Σ g·x̂/N,   γ = −a·Σ g/N
 //! ```
-//! [`sums`] is the first loop (`Σ g`, `Σ g·(x − μ)`), [`dx_pass`] the second, which also adds
-//! each element's `dy·(x − μ)·a` and `dy` into per-feature dweight / dbias partials when asked.
+//! Everything is summed in terms of `x̂`, which is O(1): PyTorch's `Σ g·x` (and a form in
+//! `Σ g·(x − μ)`) overflows f32 for rows of magnitude ~1e35 whose gradient is finite (found by
+//! the fuzzer). [`sums`] is the first loop (`Σ g`, `Σ g·x̂`), [`dx_pass`] the second, which
+//! also adds each element's `dy·x̂` and `dy` into per-feature dweight / dbias partials.
 
 use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
 use crate::moments::lane_sum;
@@ -15,16 +17,28 @@ use crate::tuning::NACC;
 
 type V<T> = <<T as Element>::Acc as Float>::V;
 
-/// `(Σ g, Σ g·(x − μ))` over one set, `g = dy·w` (`w = None`: 1).
-pub(crate) fn sums<T: Element>(dy: &[T], x: &[T], w: Option<&[T]>, mu: T::Acc) -> (T::Acc, T::Acc) {
+/// `(Σ g, Σ g·x̂)` over one set, `g = dy·w` (`w = None`: 1), `x̂ = (x − μ)·a`.
+pub(crate) fn sums<T: Element>(
+    dy: &[T],
+    x: &[T],
+    w: Option<&[T]>,
+    mu: T::Acc,
+    a: T::Acc,
+) -> (T::Acc, T::Acc) {
     match w {
-        Some(w) => sums_w::<T, true>(dy, x, w, mu),
-        None => sums_w::<T, false>(dy, x, &[], mu),
+        Some(w) => sums_w::<T, true>(dy, x, w, mu, a),
+        None => sums_w::<T, false>(dy, x, &[], mu, a),
     }
 }
 
-fn sums_w<T: Element, const W: bool>(dy: &[T], x: &[T], w: &[T], mu: T::Acc) -> (T::Acc, T::Acc) {
-    let mu = V::<T>::splat(mu);
+fn sums_w<T: Element, const W: bool>(
+    dy: &[T],
+    x: &[T],
+    w: &[T],
+    mu: T::Acc,
+    a: T::Acc,
+) -> (T::Acc, T::Acc) {
+    let (mu, a) = (V::<T>::splat(mu), V::<T>::splat(a));
     let (mut s1, mut s2) = ([V::<T>::ZERO; NACC], [V::<T>::ZERO; NACC]);
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
@@ -32,7 +46,7 @@ fn sums_w<T: Element, const W: bool>(dy: &[T], x: &[T], w: &[T], mu: T::Acc) -> 
     let mut step = |k: usize, d: V<T>, x: V<T>, w: Option<V<T>>| {
         let g = w.map_or(d, |w| d * w);
         s1[k] = s1[k] + g;
-        s2[k] = g.mul_add(x - mu, s2[k]);
+        s2[k] = g.mul_add((x - mu) * a, s2[k]);
     };
     for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
         let w = W.then(|| T::load(&wc[i]));
@@ -53,30 +67,30 @@ pub(crate) struct Coef<A> {
     pub(crate) mu: A,
     /// Multiplies `dy·w`: `a` (times a channel's weight when `w` is folded in).
     pub(crate) alpha: A,
-    /// Multiplies `x − μ`.
+    /// Multiplies `x̂ = (x − μ)·a`.
     pub(crate) beta: A,
     /// Added.
     pub(crate) gamma: A,
-    /// `a`, for the dweight partial `dy·(x − μ)·a`.
+    /// `a`.
     pub(crate) a: A,
 }
 
 impl<A: Float> Coef<A> {
-    /// From the sums of [`sums`] over `n` values, in f64: β = −a³·s2/n, γ = −a·s1/n;
+    /// From the sums of [`sums`] over `n` values, in f64: β = −a·s2/n, γ = −a·s1/n;
     /// `w` (a channel's weight, else 1) is folded into α.
     pub(crate) fn new(mu: A, a: A, s1: A, s2: A, n: usize, w: A) -> Self {
         let (af, nf) = (a.to_f64(), n as f64);
         Self {
             mu,
             alpha: A::from_f64(af * w.to_f64()),
-            beta: A::from_f64(-af * af * af * s2.to_f64() / nf),
+            beta: A::from_f64(-af * s2.to_f64() / nf),
             gamma: A::from_f64(-af * s1.to_f64() / nf),
             a,
         }
     }
 }
 
-/// `dx = (dy·w)·α + (x − μ)·β + γ`; with `dw`/`db` given, adds `dy·(x − μ)·a` / `dy` to them
+/// `dx = (dy·w)·α + x̂·β + γ`; with `dw`/`db` given, adds `dy·x̂` / `dy` to them
 /// (per element: LayerNorm/RMSNorm dweight and dbias partials of a block of rows).
 pub(crate) fn dx_pass<T: Element>(
     dy: &[T],
@@ -120,10 +134,10 @@ fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
     let one = V::<T>::splat(T::Acc::ONE);
     // dx of one vector, and the partials' increments
     let f = |d: V<T>, x: V<T>, w: V<T>| {
-        let xm = x - mu;
+        let xh = (x - mu) * a;
         let g = if W { d * w } else { d };
-        let dx = g.mul_add(alpha, xm.mul_add(beta, gamma));
-        (dx, d * xm * a)
+        let dx = g.mul_add(alpha, xh.mul_add(beta, gamma));
+        (dx, d * xh)
     };
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
@@ -223,7 +237,7 @@ pub(crate) fn rows_backward<T: Element>(
             let i = blk * per_block + k;
             let (dyr, xr) = (&dy[i * n..][..n], &x[i * n..][..n]);
             let mu = mean.map_or(T::Acc::ZERO, |m| m[i]);
-            let (s1, s2) = sums(dyr, xr, w, mu);
+            let (s1, s2) = sums(dyr, xr, w, mu, rstd[i]);
             let s1 = if mean.is_some() { s1 } else { T::Acc::ZERO };
             let c = Coef::new(mu, rstd[i], s1, s2, n, T::Acc::ONE);
             let (pw, pb) = (
@@ -239,28 +253,30 @@ pub(crate) fn rows_backward<T: Element>(
 }
 
 /// The sums of one GroupNorm (sample, group) or BatchNorm channel made of segments, each
-/// with its channel's weight `w`: writes each segment's `(Σ dy, Σ dy·(x − μ))` to `out` and
-/// returns the set's `(Σ g, Σ g·(x − μ))` (`g = dy·w`), summed in f64 in segment order.
+/// with its channel's weight `w`: writes each segment's `(Σ dy, Σ dy·x̂)` to `out` and
+/// returns the set's `(Σ g, Σ g·x̂)` (`g = dy·w`), summed in f64 in segment order.
 pub(crate) fn set_sums<'s, T: Element>(
     segs: impl Iterator<Item = (&'s [T], &'s [T], T::Acc)>,
     mu: T::Acc,
+    a: T::Acc,
     out: &mut [(T::Acc, T::Acc)],
 ) -> (T::Acc, T::Acc) {
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for ((dy, x, w), o) in segs.zip(out.iter_mut()) {
-        *o = sums(dy, x, None, mu);
+        *o = sums(dy, x, None, mu, a);
         s1 += w.to_f64() * o.0.to_f64();
         s2 += w.to_f64() * o.1.to_f64();
     }
     (T::Acc::from_f64(s1), T::Acc::from_f64(s2))
 }
 
-/// Adds one `(rows, C)` row's `dy` and `dy·(x − μ_j)` to per-column sums (BatchNorm `Nc` /
-/// `Nhwc` backward).
+/// Adds one `(rows, C)` row's `dy` and `dy·x̂` (`x̂ = (x − μ_j)·a_j`) to per-column sums
+/// (BatchNorm `Nc` / `Nhwc` backward).
 pub(crate) fn col_sums_row<T: Element>(
     dy: &[T],
     x: &[T],
     mu: &[T::Acc],
+    a: &[T::Acc],
     s1: &mut [T::Acc],
     s2: &mut [T::Acc],
 ) {
@@ -268,17 +284,18 @@ pub(crate) fn col_sums_row<T: Element>(
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
     let (mc, mt) = E::<T>::as_chunks(mu);
+    let (rc, rt) = E::<T>::as_chunks(a);
     let (ac, at) = E::<T>::as_chunks_mut(s1);
     let (bc, bt) = E::<T>::as_chunks_mut(s2);
     for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
         let d = T::load(d);
-        let xm = T::load(x) - E::<T>::load(&mc[i]);
+        let xm = (T::load(x) - E::<T>::load(&mc[i])) * E::<T>::load(&rc[i]);
         E::<T>::store(E::<T>::load(&ac[i]) + d, &mut ac[i]);
         E::<T>::store(d.mul_add(xm, E::<T>::load(&bc[i])), &mut bc[i]);
     }
     if !dt.is_empty() {
         let d = load_partial(dt);
-        let xm = load_partial(xt) - load_partial(mt);
+        let xm = (load_partial(xt) - load_partial(mt)) * load_partial(rt);
         store_partial(load_partial(at) + d, at);
         store_partial(d.mul_add(xm, load_partial(bt)), bt);
     }
@@ -287,21 +304,23 @@ pub(crate) fn col_sums_row<T: Element>(
 /// Per-column [`Coef`]s as arrays (BatchNorm `Nc` / `Nhwc` backward).
 pub(crate) struct ColCoef<A> {
     pub(crate) mu: Vec<A>,
+    pub(crate) a: Vec<A>,
     pub(crate) alpha: Vec<A>,
     pub(crate) beta: Vec<A>,
     pub(crate) gamma: Vec<A>,
 }
 
-/// `dx = dy·α_j + (x − μ_j)·β_j + γ_j` over one `(rows, C)` row.
+/// `dx = dy·α_j + x̂·β_j + γ_j`, `x̂ = (x − μ_j)·a_j`, over one `(rows, C)` row.
 pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx: &mut [T]) {
     type E<T> = <T as Element>::Acc;
-    let f = |d: V<T>, x: V<T>, m: V<T>, al: V<T>, be: V<T>, ga: V<T>| {
-        d.mul_add(al, (x - m).mul_add(be, ga))
+    let f = |d: V<T>, x: V<T>, m: V<T>, a: V<T>, al: V<T>, be: V<T>, ga: V<T>| {
+        d.mul_add(al, ((x - m) * a).mul_add(be, ga))
     };
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
     let (oc, ot) = T::as_chunks_mut(dx);
     let (mc, mt) = E::<T>::as_chunks(&c.mu);
+    let (rc, rt) = E::<T>::as_chunks(&c.a);
     let (lc, lt) = E::<T>::as_chunks(&c.alpha);
     let (bc, bt) = E::<T>::as_chunks(&c.beta);
     let (gc, gt) = E::<T>::as_chunks(&c.gamma);
@@ -310,6 +329,7 @@ pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx:
             T::load(d),
             T::load(x),
             E::<T>::load(&mc[i]),
+            E::<T>::load(&rc[i]),
             E::<T>::load(&lc[i]),
             E::<T>::load(&bc[i]),
             E::<T>::load(&gc[i]),
@@ -321,6 +341,7 @@ pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx:
             load_partial(dt),
             load_partial(xt),
             load_partial(mt),
+            load_partial(rt),
             load_partial(lt),
             load_partial(bt),
             load_partial(gt),

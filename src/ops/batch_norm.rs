@@ -544,7 +544,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     };
                     let (mu, a) = (saved_mean[j], saved_invstd[j]);
                     let mut sums = vec![(T::Acc::ZERO, T::Acc::ZERO); n];
-                    let (s1, s2) = set_sums((0..n).map(seg), mu, &mut sums);
+                    let (s1, s2) = set_sums((0..n).map(seg), mu, a, &mut sums);
                     let coef = Coef::new(mu, a, s1, s2, count, w_of(j));
                     for (i, o) in ch.y.iter_mut().enumerate() {
                         let (d, x, _) = seg(i);
@@ -553,7 +553,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     let (sd, sdx) = sums.iter().fold((0.0, 0.0), |(p, q), (d, e)| {
                         (p + d.to_f64(), q + e.to_f64())
                     });
-                    (T::Acc::from_f64(sdx * a.to_f64()), T::Acc::from_f64(sd))
+                    (T::Acc::from_f64(sdx), T::Acc::from_f64(sd))
                 })
             }
             _ => {
@@ -569,7 +569,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                         let (mut s1, mut s2) = (vec![T::Acc::ZERO; c], vec![T::Acc::ZERO; c]);
                         for r in b * per_block..rows.min((b + 1) * per_block) {
                             let (d, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
-                            col_sums_row(d, xr, saved_mean, &mut s1, &mut s2);
+                            col_sums_row(d, xr, saved_mean, saved_invstd, &mut s1, &mut s2);
                         }
                         (s1, s2)
                     },
@@ -598,6 +598,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     .collect();
                 let cc = ColCoef {
                     mu: coefs.iter().map(|k| k.mu).collect(),
+                    a: coefs.iter().map(|k| k.a).collect(),
                     alpha: coefs.iter().map(|k| k.alpha).collect(),
                     beta: coefs.iter().map(|k| k.beta).collect(),
                     gamma: coefs.iter().map(|k| k.gamma).collect(),
@@ -609,7 +610,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                         col_dx_row(&dy[at..][..c], &x[at..][..c], &cc, o);
                     }
                 });
-                (0..c).map(|j| (s2[j] * saved_invstd[j], s1[j])).collect()
+                (0..c).map(|j| (s2[j], s1[j])).collect()
             }
         };
         if let Some(dw) = dweight {

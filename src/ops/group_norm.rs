@@ -259,6 +259,7 @@ impl<'a, T: Element> GroupNorm<'a, T> {
                         .enumerate()
                         .map(|(q, (d, x))| (d, x, w_of(c0 + q))),
                     mu,
+                    a,
                     &mut seg_sums,
                 );
                 for (q, ((d, x), o)) in segs.zip(dxr.chunks_mut(hw)).enumerate() {
@@ -266,7 +267,7 @@ impl<'a, T: Element> GroupNorm<'a, T> {
                     dx_pass(d, x, None, coef, o, None, None);
                     let (sd, sdx) = seg_sums[q];
                     if want_w {
-                        g.dw[c0 + q] = g.dw[c0 + q] + sdx * a;
+                        g.dw[c0 + q] = g.dw[c0 + q] + sdx;
                     }
                     if want_b {
                         g.db[c0 + q] = g.db[c0 + q] + sd;
