@@ -241,16 +241,16 @@ fn backward_bad_inputs_are_errors_and_write_nothing() {
         ln.backward(
             &dy,
             &x[..8],
-            &[0.0; 3],
-            &[1.0; 3],
+            &[0.0; 2],
+            &[1.0; 2],
             &mut dx,
             Some(&mut dw),
             Some(&mut db)
         ),
         Err(NormError::LengthMismatch {
-            arg: "x",
-            expected: 12,
-            actual: 8
+            arg: "dy",
+            expected: 8,
+            actual: 12
         })
     );
     assert_eq!(

@@ -495,7 +495,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
     ///
     /// # Errors
     /// As [`BatchNorm::forward_train`] for the shapes and parameters, and
-    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, or a saved statistic,
+    /// [`NormError::LengthMismatch`] if `dy` or `dx` does not match `x`, or a saved statistic,
     /// `dweight` or `dbias` does not have `channels` values. Nothing is written on `Err`.
     ///
     /// # Example
@@ -523,8 +523,9 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         dbias: Option<&mut [T::Acc]>,
     ) -> Result<(), NormError> {
         let (n, hw) = layout.dims();
-        self.check(dy.len(), dx.len(), n, hw)?;
-        check_len("x", dy.len(), x.len())?;
+        self.check(x.len(), x.len(), n, hw)?;
+        check_len("dy", x.len(), dy.len())?;
+        check_len("dx", x.len(), dx.len())?;
         check_len("saved_mean", self.channels, saved_mean.len())?;
         check_len("saved_invstd", self.channels, saved_invstd.len())?;
         check_param("dweight", dweight.as_deref(), self.channels)?;

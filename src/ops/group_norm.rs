@@ -204,7 +204,7 @@ impl<'a, T: Element> GroupNorm<'a, T> {
     ///
     /// # Errors
     /// As [`GroupNorm::forward`] for the shapes and parameters, and
-    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, `mean` or `rstd` does
+    /// [`NormError::LengthMismatch`] if `dy` or `dx` does not match `x`, `mean` or `rstd` does
     /// not have `n·groups` values, or `dweight` / `dbias` not `channels`. Nothing is written on
     /// `Err`.
     ///
@@ -233,8 +233,9 @@ impl<'a, T: Element> GroupNorm<'a, T> {
         dweight: Option<&mut [T::Acc]>,
         dbias: Option<&mut [T::Acc]>,
     ) -> Result<(), NormError> {
-        self.check(dy.len(), dx.len(), n, hw)?;
-        check_len("x", dy.len(), x.len())?;
+        self.check(x.len(), x.len(), n, hw)?;
+        check_len("dy", x.len(), dy.len())?;
+        check_len("dx", x.len(), dx.len())?;
         check_len("mean", n * self.groups, mean.len())?;
         check_len("rstd", n * self.groups, rstd.len())?;
         check_param("dweight", dweight.as_deref(), self.channels)?;

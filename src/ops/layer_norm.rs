@@ -231,8 +231,8 @@ impl<'a, T: Element> LayerNorm<'a, T> {
     /// values per block of ~128 Ki values) when dweight or dbias is asked for.
     ///
     /// # Errors
-    /// As [`LayerNorm::forward`] for `dy`'s shape and the parameters, and
-    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, `mean` or `rstd`
+    /// As [`LayerNorm::forward`] for `x`'s shape and the parameters, and
+    /// [`NormError::LengthMismatch`] if `dy` or `dx` does not match `x`, `mean` or `rstd`
     /// does not have one value per row, or `dweight` / `dbias` not `normalized_len` values.
     /// Nothing is written on `Err`.
     ///
@@ -260,9 +260,9 @@ impl<'a, T: Element> LayerNorm<'a, T> {
         dweight: Option<&mut [T::Acc]>,
         dbias: Option<&mut [T::Acc]>,
     ) -> Result<(), NormError> {
-        let rows = self.check(dy.len())?;
-        check_len("x", dy.len(), x.len())?;
-        check_len("dx", dy.len(), dx.len())?;
+        let rows = self.check(x.len())?;
+        check_len("dy", x.len(), dy.len())?;
+        check_len("dx", x.len(), dx.len())?;
         check_len("mean", rows, mean.len())?;
         check_len("rstd", rows, rstd.len())?;
         check_param("dweight", dweight.as_deref(), self.normalized_len)?;

@@ -201,8 +201,8 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// (fixed blocks, fixed merge order).
     ///
     /// # Errors
-    /// As [`RmsNorm::forward`] for `dy`'s shape and the parameters, and
-    /// [`NormError::LengthMismatch`] if `x` or `dx` does not match `dy`, `rstd` does not have
+    /// As [`RmsNorm::forward`] for `x`'s shape and the parameters, and
+    /// [`NormError::LengthMismatch`] if `dy` or `dx` does not match `x`, `rstd` does not have
     /// one value per row or `dweight` not `normalized_len` values. Nothing is written on `Err`.
     ///
     /// # Example
@@ -226,9 +226,9 @@ impl<'a, T: Element> RmsNorm<'a, T> {
         dx: &mut [T],
         dweight: Option<&mut [T::Acc]>,
     ) -> Result<(), NormError> {
-        let rows = self.check(dy.len())?;
-        check_len("x", dy.len(), x.len())?;
-        check_len("dx", dy.len(), dx.len())?;
+        let rows = self.check(x.len())?;
+        check_len("dy", x.len(), dy.len())?;
+        check_len("dx", x.len(), dx.len())?;
         check_len("rstd", rows, rstd.len())?;
         check_param("dweight", dweight.as_deref(), self.normalized_len)?;
         rows_backward(
