@@ -88,12 +88,12 @@ fn every_bad_input_is_an_error_naming_it_with_outputs_untouched() {
             r
         };
         assert_eq!(
-            call(&x, 0, 0),
+            call(x, 0, 0),
             Err(NormError::ZeroLength { arg: "row_len" }),
             "{f}"
         );
         assert_eq!(
-            call(&x, 5, 4),
+            call(x, 5, 4),
             Err(NormError::NotAMultiple {
                 arg: "x",
                 len: 24,
@@ -102,7 +102,7 @@ fn every_bad_input_is_an_error_naming_it_with_outputs_untouched() {
             "{f}"
         );
         let good = if cols { 4 } else { 6 };
-        assert_eq!(call(&x, 4, good + 1), Err(lm("out", good, good + 1)), "{f}");
+        assert_eq!(call(x, 4, good + 1), Err(lm("out", good, good + 1)), "{f}");
     }
     // ---- LayerNorm (rows of 4) and RMSNorm
     case!(
