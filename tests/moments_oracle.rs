@@ -396,3 +396,28 @@ fn merge_of_means_near_opposite_limits_keeps_the_mean() {
     };
     assert!(a.merge(&n).mean.is_nan() && n.merge(&a).m2.is_nan());
 }
+
+/// Fuzz regression (fuzz/artifacts/moments): a streaming state whose pilot (3e38) lies far
+/// outside a later one-value part (0.041) overflowed in the part's rescue (`pilot·2^k`) and
+/// returned a NaN mean.
+#[test]
+fn streaming_part_far_from_the_pilot_keeps_a_finite_mean() {
+    for n in [2usize, 3, 64, 65, 200] {
+        let mut x = vec![0.0f32; n];
+        x[0] = 3.0e38;
+        x[1] = 0.041;
+        let mut w = simdnorm::Welford::new();
+        for v in &x {
+            w.extend(std::slice::from_ref(v));
+        }
+        let (m, r) = (w.moments(), simdnorm::oracle::moments(&x));
+        assert_eq!(m.count, n as u64);
+        assert!(m.mean.is_finite(), "n = {n}: mean {}", m.mean);
+        // the mean bar of the crate: 8ε·(|mean| + σ)
+        let sigma = (r.m2 / n as f64).sqrt();
+        let tol = 8.0 * f32::EPSILON as f64 * (r.mean.abs() + sigma);
+        let err = (m.mean as f64 - r.mean).abs();
+        assert!(err <= tol, "n = {n}: {} vs {}", m.mean, r.mean);
+        assert_eq!(m.m2, f32::INFINITY, "the spread of ±3e38 is beyond f32");
+    }
+}

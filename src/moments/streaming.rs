@@ -88,8 +88,7 @@ impl<A: Float> Welford<A> {
         self.len += 1;
         if self.len == PUSH_BUFFER {
             let buf = self.buf;
-            self.start(pilot_of(&buf));
-            self.insert(self.part(&buf, self.pilot));
+            self.add(&buf);
             self.len = 0;
         }
     }
@@ -103,11 +102,9 @@ impl<A: Float> Welford<A> {
     /// assert_eq!(w.moments().mean, 2.5);
     /// ```
     pub fn extend<T: Element<Acc = A>>(&mut self, x: &[T]) {
-        if x.is_empty() {
-            return;
+        if !x.is_empty() {
+            self.add(x);
         }
-        self.start(pilot_of(x));
-        self.insert(self.part(x, self.pilot));
     }
 
     /// Adds the values summarized by another state.
@@ -124,18 +121,19 @@ impl<A: Float> Welford<A> {
     pub fn merge(&mut self, other: &Self) {
         if other.started {
             self.start(other.pilot);
-            let shift = other.pilot - self.pilot;
             for p in other.parts.iter().rev().filter(|p| p.count > 0) {
-                self.insert(Moments {
-                    mean: p.mean + shift,
-                    ..*p
-                });
+                let mut mean = p.mean + (other.pilot - self.pilot);
+                let truth = p.mean + other.pilot;
+                if !mean.is_finite() && truth.is_finite() {
+                    self.rebase();
+                    mean = truth;
+                }
+                self.insert(Moments { mean, ..*p });
             }
         }
         let pending = &other.buf[..other.len];
         if !pending.is_empty() {
-            self.start(pilot_of(pending));
-            self.insert(self.part(pending, self.pilot));
+            self.add(pending);
         }
     }
 
@@ -150,20 +148,19 @@ impl<A: Float> Welford<A> {
     /// assert!(w.moments().mean.is_nan() && w.moments().m2.is_nan());
     /// ```
     pub fn moments(&self) -> Moments<A> {
-        let pending = &self.buf[..self.len];
-        let pilot = match (self.started, pending.is_empty()) {
-            (true, _) => self.pilot,
-            (false, false) => pilot_of(pending),
-            (false, true) => return Moments::EMPTY,
-        };
+        let mut me = *self;
+        if me.len > 0 {
+            let pending = me.buf;
+            me.add(&pending[..me.len]);
+        }
+        if !me.started {
+            return Moments::EMPTY;
+        }
         let mut m = Moments::EMPTY;
-        for p in self.parts.iter().rev() {
+        for p in me.parts.iter().rev() {
             m = m.merge(p);
         }
-        if !pending.is_empty() {
-            m = m.merge(&self.part(pending, pilot));
-        }
-        let m = m.unshift(pilot, 0);
+        let m = m.unshift(me.pilot, 0);
         if !m.mean.is_finite() || m.m2.is_nan() {
             return Moments::nan(m.count);
         }
@@ -177,15 +174,43 @@ impl<A: Float> Welford<A> {
         }
     }
 
+    /// Adds the moments of `x` (non-empty) as a part. Where its mean relative to the pilot
+    /// overflows (data spanning ±`A::MAX`: a pilot of 3e38 and a part near −1.7e38, found by
+    /// the fuzzer) the state is first re-based to pilot 0, where means are the values' own.
+    fn add<T: Element<Acc = A>>(&mut self, x: &[T]) {
+        self.start(pilot_of(x));
+        let mut m = self.part(x, self.pilot);
+        if !m.mean.is_finite() && !m.mean.is_nan() {
+            self.rebase();
+            m = self.part(x, self.pilot);
+        }
+        self.insert(m);
+    }
+
+    /// Re-expresses every part around pilot 0.
+    fn rebase(&mut self) {
+        for p in self.parts.iter_mut().filter(|p| p.count > 0) {
+            p.mean = p.mean + self.pilot;
+        }
+        self.pilot = A::ZERO;
+    }
+
     /// Moments of `x − pilot`, rescued like [`welford`]'s.
     fn part<T: Element<Acc = A>>(&self, x: &[T], p: A) -> Moments<A> {
-        match run(x, p, welford_kernel) {
-            Run::Fast(m) => m,
+        // The part's own pilot, then re-shifted to `p`: running the kernel with `p` itself
+        // overflowed when `p` lies far outside the part (`p·2^k` of the rescue, found by the
+        // fuzzer: a pilot of 3e38 and a part holding 0.041).
+        let pl = pilot_of(x);
+        let shift = pl - p;
+        match run(x, pl, welford_kernel) {
+            Run::Fast(m) => Moments {
+                mean: m.mean + shift,
+                ..m
+            },
             Run::Scaled(m, ps, k) => {
                 // The shifted mean directly keeps its precision; if that overflows (|x| near
                 // A::MAX), go through the true mean, which cannot.
-                let u = A::exp2i(-k);
-                let direct = m.mean * u + (ps * u - p);
+                let direct = m.mean * A::exp2i(-k) + shift;
                 let m = m.unshift(ps, k);
                 Moments {
                     mean: if direct.is_finite() {
@@ -200,7 +225,6 @@ impl<A: Float> Welford<A> {
         }
     }
 
-    /// Binary-counter insertion: merge with the part of the same size class and carry up.
     fn insert(&mut self, mut m: Moments<A>) {
         loop {
             let class = (u64::BITS - 1 - m.count.leading_zeros()) as usize;

@@ -600,6 +600,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 let cc = ColCoef {
                     mu: coefs.iter().map(|k| k.mu).collect(),
                     a: coefs.iter().map(|k| k.a).collect(),
+                    post: coefs.iter().map(|k| k.post).collect(),
                     alpha: coefs.iter().map(|k| k.alpha).collect(),
                     beta: coefs.iter().map(|k| k.beta).collect(),
                     gamma: coefs.iter().map(|k| k.gamma).collect(),

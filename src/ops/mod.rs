@@ -38,6 +38,8 @@ pub(crate) struct Plan<A> {
     a: A,
     /// Added after scaling: the bias folded in by [`Plan::affine`], else 0.
     c: A,
+    /// A weight that could not be folded into `a` (see [`Plan::affine`]), else 1.
+    w: A,
 }
 
 impl<A: Float> Plan<A> {
@@ -49,6 +51,7 @@ impl<A: Float> Plan<A> {
             m: A::ZERO,
             a: A::NAN,
             c: A::ZERO,
+            w: A::ONE,
         }
     }
 
@@ -63,25 +66,36 @@ impl<A: Float> Plan<A> {
             m: A::ZERO,
             a: A::from_f64(a.min(A::MAX.to_f64())),
             c: A::ZERO,
+            w: A::ONE,
         }
     }
 
     /// Folds one weight and bias into the plan: `y = ((x·s − ps) − m)·(a·w) + b`, `a·w`
     /// rounded once (and kept finite where `a` was clamped, as in [`Plan::new`]). A
-    /// zero-variance row still gives exactly `b`.
+    /// zero-variance row still gives exactly `b`. Where `a·w` would be subnormal (a weight of
+    /// 1e-40, say) it would keep too few bits, so `w` is applied after `a` instead:
+    /// `y = (((x·s − ps) − m)·a)·w + b` (found by the fuzzer: 5e-6 relative error on a
+    /// normal output).
     pub(crate) fn affine(self, w: Option<A>, b: Option<A>) -> Self {
-        let a = match w {
-            Some(w) => {
-                let max = A::MAX.to_f64();
-                A::from_f64((self.a.to_f64() * w.to_f64()).clamp(-max, max))
-            }
-            None => self.a,
+        let c = b.unwrap_or(A::ZERO);
+        let Some(w) = w else {
+            return Self { c, ..self };
         };
+        let max = A::MAX.to_f64();
+        let aw = (self.a.to_f64() * w.to_f64()).clamp(-max, max);
+        if aw != 0.0 && aw.abs() < A::MIN_POSITIVE.to_f64() {
+            return Self { c, w, ..self };
+        }
         Self {
-            a,
-            c: b.unwrap_or(A::ZERO),
+            a: A::from_f64(aw),
+            c,
             ..self
         }
+    }
+
+    /// Whether the plan applies a separate weight (see [`Plan::affine`]).
+    fn unfolded(&self) -> bool {
+        self.w != A::ONE
     }
 
     /// The plan for a row whose scaled squared deviations average `msd` (`m2/n` for LayerNorm,
@@ -100,6 +114,7 @@ impl<A: Float> Plan<A> {
             // are multiples of the row's ulp otherwise): keep 0·a = 0 finite.
             a: A::from_f64(a.min(A::MAX.to_f64())),
             c: A::ZERO,
+            w: A::ONE,
         };
         (plan, A::from_f64(a * u))
     }
@@ -354,7 +369,7 @@ fn add_segment<T: Element>(residual: &mut [T], x: &[T]) {
 /// The scale-and-shift step over one row: `dst = plan(src)·w + b` (`src = None`: in place).
 /// `W`/`B`: whether a weight / bias is applied (monomorphized: no loads when absent).
 #[inline]
-pub(crate) fn normalize<T: Element, const W: bool, const B: bool>(
+pub(crate) fn normalize<T: Element, const W: bool, const B: bool, const U: bool>(
     src: Option<&[T]>,
     dst: &mut [T],
     w: &[T],
@@ -368,10 +383,14 @@ pub(crate) fn normalize<T: Element, const W: bool, const B: bool>(
         V::<T>::splat(plan.m),
         V::<T>::splat(plan.a),
     );
-    let c = V::<T>::splat(plan.c);
+    let (c, pw) = (V::<T>::splat(plan.c), V::<T>::splat(plan.w));
     let one = V::<T>::splat(T::Acc::ONE);
     let f = |v: V<T>, wv: V<T>, bv: V<T>| {
-        let z = (v.mul_add(s, nps) - m).mul_add(a, c);
+        let z = if U {
+            ((v.mul_add(s, nps) - m) * a).mul_add(pw, c)
+        } else {
+            (v.mul_add(s, nps) - m).mul_add(a, c)
+        };
         match (W, B) {
             (true, true) => z.mul_add(wv, bv),
             (true, false) => z * wv,
@@ -449,11 +468,14 @@ pub(crate) fn normalize_row<T: Element>(
         let hi = lo + dst.len();
         match (w, b) {
             (Some(w), Some(b)) => {
-                normalize::<T, true, true>(src, dst, &w[lo..hi], &b[lo..hi], plan)
+                normalize::<T, true, true, false>(src, dst, &w[lo..hi], &b[lo..hi], plan)
             }
-            (Some(w), None) => normalize::<T, true, false>(src, dst, &w[lo..hi], &[], plan),
-            (None, Some(b)) => normalize::<T, false, true>(src, dst, &[], &b[lo..hi], plan),
-            (None, None) => normalize::<T, false, false>(src, dst, &[], &[], plan),
+            (Some(w), None) => normalize::<T, true, false, false>(src, dst, &w[lo..hi], &[], plan),
+            (None, Some(b)) => normalize::<T, false, true, false>(src, dst, &[], &b[lo..hi], plan),
+            (None, None) if plan.unfolded() => {
+                normalize::<T, false, false, true>(src, dst, &[], &[], plan)
+            }
+            (None, None) => normalize::<T, false, false, false>(src, dst, &[], &[], plan),
         }
     }
 }
@@ -467,6 +489,8 @@ pub(crate) struct ColPlan<A> {
     m: Vec<A>,
     a: Vec<A>,
     c: Vec<A>,
+    /// Weights not folded into `a` (see [`Plan::affine`]); empty when every column folds.
+    w: Vec<A>,
     scaled: bool,
     /// Values per block: `reps · C`.
     pub(crate) block: usize,
@@ -484,6 +508,11 @@ impl<A: Float> ColPlan<A> {
             m: field(|p| p.m),
             a: field(|p| p.a),
             c: field(|p| p.c),
+            w: if plans.iter().any(Plan::unfolded) {
+                field(|p| p.w)
+            } else {
+                Vec::new()
+            },
             scaled: plans.iter().any(|p| p.s != A::ONE),
             block,
         }
@@ -496,10 +525,11 @@ impl<A: Float> ColPlan<A> {
             let h = head_len(dst);
             let (d0, d1) = dst.split_at_mut(h);
             for (src, dst, lo) in [(&src[..h], d0, 0), (&src[h..], d1, h)] {
-                if self.scaled {
-                    self.segment::<T, true>(src, dst, lo);
-                } else {
-                    self.segment::<T, false>(src, dst, lo);
+                match (self.scaled, self.w.is_empty()) {
+                    (true, true) => self.segment::<T, true, false>(src, dst, lo),
+                    (false, true) => self.segment::<T, false, false>(src, dst, lo),
+                    (true, false) => self.segment::<T, true, true>(src, dst, lo),
+                    (false, false) => self.segment::<T, false, true>(src, dst, lo),
                 }
             }
         }
@@ -507,16 +537,26 @@ impl<A: Float> ColPlan<A> {
 
     /// `dst = plan_j(src)` for the values at offsets `lo..` of a block.
     #[inline]
-    fn segment<T: Element<Acc = A>, const SCALED: bool>(
+    fn segment<T: Element<Acc = A>, const SCALED: bool, const U: bool>(
         &self,
         src: &[T],
         dst: &mut [T],
         lo: usize,
     ) {
         let hi = lo + dst.len();
-        let f = |x: A::V, s: A::V, nps: A::V, m: A::V, a: A::V, c: A::V| {
+        let f = |x: A::V, s: A::V, nps: A::V, m: A::V, a: A::V, c: A::V, w: A::V| {
             let y = if SCALED { x.mul_add(s, nps) } else { x + nps };
-            (y - m).mul_add(a, c)
+            if U {
+                ((y - m) * a).mul_add(w, c)
+            } else {
+                (y - m).mul_add(a, c)
+            }
+        };
+        let one = A::V::splat(A::ONE);
+        let (wc, wt) = if U {
+            A::as_chunks(&self.w[lo..hi])
+        } else {
+            (&[][..], &[][..])
         };
         let (xc, xt) = T::as_chunks(src);
         let (dc, dt) = T::as_chunks_mut(dst);
@@ -534,6 +574,7 @@ impl<A: Float> ColPlan<A> {
                 A::load(&mc[i]),
                 A::load(&ac[i]),
                 A::load(&cc[i]),
+                if U { A::load(&wc[i]) } else { one },
             );
             T::store(v, d);
         }
@@ -545,6 +586,7 @@ impl<A: Float> ColPlan<A> {
                 load_partial(mt),
                 load_partial(at),
                 load_partial(ct),
+                if U { load_partial(wt) } else { one },
             );
             store_partial(v, dt);
         }
