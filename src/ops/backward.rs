@@ -22,12 +22,49 @@ pub(crate) fn sums<T: Element>(
     dy: &[T],
     x: &[T],
     w: Option<&[T]>,
-    mu: T::Acc,
-    a: T::Acc,
+    c: Center<T::Acc>,
 ) -> (T::Acc, T::Acc) {
     match w {
-        Some(w) => sums_w::<T, true>(dy, x, w, mu, a),
-        None => sums_w::<T, false>(dy, x, &[], mu, a),
+        Some(w) => sums_w::<T, true>(dy, x, w, c),
+        None => sums_w::<T, false>(dy, x, &[], c),
+    }
+}
+
+/// How `x̂ = (x − μ)·a` is formed: `(x·h − μ·h)·(a/h)` with `h = 1` (plain), or `h = 1/2`
+/// where `x − μ` overflows (values and mean of opposite signs near ±`A::MAX`, whose `x̂` is
+/// finite: found by the fuzzer). `x·1 − μ` is `x − μ`, so the plain form is bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Center<A> {
+    h: A,
+    nmuh: A,
+    ah: A,
+}
+
+impl<A: Float> Center<A> {
+    pub(crate) fn new(mu: A, a: A, halve: bool) -> Self {
+        let h = if halve { 0.5 } else { 1.0 };
+        Self {
+            h: A::from_f64(h),
+            nmuh: A::from_f64(-mu.to_f64() * h),
+            ah: A::from_f64(a.to_f64() / h),
+        }
+    }
+
+    /// Runs `f(center)` plainly, and again halved if that gave a non-finite result from a
+    /// finite μ and a.
+    pub(crate) fn rescued<R>(
+        mu: A,
+        a: A,
+        ok: impl Fn(&R) -> bool,
+        mut f: impl FnMut(Self) -> R,
+    ) -> (Self, R) {
+        let c = Self::new(mu, a, false);
+        let r = f(c);
+        if ok(&r) || !(mu.is_finite() && a.is_finite()) {
+            return (c, r);
+        }
+        let c = Self::new(mu, a, true);
+        (c, f(c))
     }
 }
 
@@ -35,10 +72,13 @@ fn sums_w<T: Element, const W: bool>(
     dy: &[T],
     x: &[T],
     w: &[T],
-    mu: T::Acc,
-    a: T::Acc,
+    c: Center<T::Acc>,
 ) -> (T::Acc, T::Acc) {
-    let (mu, a) = (V::<T>::splat(mu), V::<T>::splat(a));
+    let (h, nmuh, ah) = (
+        V::<T>::splat(c.h),
+        V::<T>::splat(c.nmuh),
+        V::<T>::splat(c.ah),
+    );
     let (mut s1, mut s2) = ([V::<T>::ZERO; NACC], [V::<T>::ZERO; NACC]);
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
@@ -46,7 +86,7 @@ fn sums_w<T: Element, const W: bool>(
     let mut step = |k: usize, d: V<T>, x: V<T>, w: Option<V<T>>| {
         let g = w.map_or(d, |w| d * w);
         s1[k] = s1[k] + g;
-        s2[k] = g.mul_add((x - mu) * a, s2[k]);
+        s2[k] = g.mul_add(x.mul_add(h, nmuh) * ah, s2[k]);
     };
     for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
         let w = W.then(|| T::load(&wc[i]));
@@ -57,7 +97,7 @@ fn sums_w<T: Element, const W: bool>(
         // 0·∞ is NaN (found by the fuzzer), so their products are masked.
         let d = load_partial(dt);
         let g = if W { d * load_partial(wt) } else { d };
-        let gx = keep_first::<T::Acc>(g * ((load_partial(xt) - mu) * a), dt.len());
+        let gx = keep_first::<T::Acc>(g * (load_partial(xt).mul_add(h, nmuh) * ah), dt.len());
         s1[NACC - 1] = s1[NACC - 1] + g;
         s2[NACC - 1] = s2[NACC - 1] + gx;
     }
@@ -67,16 +107,14 @@ fn sums_w<T: Element, const W: bool>(
 /// The coefficients of the second loop.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Coef<A> {
-    /// μ.
-    pub(crate) mu: A,
+    /// How x̂ is formed.
+    pub(crate) center: Center<A>,
     /// Multiplies `dy·w`: `a` (times a channel's weight when `w` is folded in).
     pub(crate) alpha: A,
     /// Multiplies `x̂ = (x − μ)·a`.
     pub(crate) beta: A,
     /// Added.
     pub(crate) gamma: A,
-    /// `a`.
-    pub(crate) a: A,
     /// Multiplies `(dy·w)·α`: 1, or `2^−K` when α was scaled up by `2^K` (below).
     pub(crate) post: A,
 }
@@ -87,13 +125,9 @@ impl<A: Float> Coef<A> {
     /// in `A` (weights of 1e-40, say: found by the fuzzer, 5e-5 relative error on a normal
     /// dx), α is scaled up by `2^K` and the product `(dy·w)·α` scaled back inside the final
     /// fma: `dx = ((dy·w)·α)·2^−K + (x̂·β + γ)`.
-    pub(crate) fn new(mu: A, a: A, s1: A, s2: A, n: usize, w: A) -> Self {
+    pub(crate) fn new(center: Center<A>, a: A, s1: f64, s2: f64, n: usize, w: A) -> Self {
         let (af, nf) = (a.to_f64(), n as f64);
-        let (alpha, beta, gamma) = (
-            af * w.to_f64(),
-            -af * s2.to_f64() / nf,
-            -af * s1.to_f64() / nf,
-        );
+        let (alpha, beta, gamma) = (af * w.to_f64(), -af * s2 / nf, -af * s1 / nf);
         let tiny = alpha != 0.0 && alpha.abs() < A::MIN_POSITIVE.to_f64();
         // α·2^k near 1; k ≤ 600 keeps 2^k finite in f64 (f64 subnormals are ≥ 2^-1074)
         let k = if tiny {
@@ -103,11 +137,10 @@ impl<A: Float> Coef<A> {
         };
         let up = 2f64.powi(k);
         Self {
-            mu,
+            center,
             alpha: A::from_f64(alpha * up),
             beta: A::from_f64(beta),
             gamma: A::from_f64(gamma),
-            a,
             post: A::from_f64(1.0 / up),
         }
     }
@@ -148,17 +181,20 @@ fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
     db: &mut [T::Acc],
 ) {
     let post = V::<T>::splat(c.post);
-    let (mu, alpha, beta, gamma, a) = (
-        V::<T>::splat(c.mu),
+    let (h, nmuh, ah) = (
+        V::<T>::splat(c.center.h),
+        V::<T>::splat(c.center.nmuh),
+        V::<T>::splat(c.center.ah),
+    );
+    let (alpha, beta, gamma) = (
         V::<T>::splat(c.alpha),
         V::<T>::splat(c.beta),
         V::<T>::splat(c.gamma),
-        V::<T>::splat(c.a),
     );
     let one = V::<T>::splat(T::Acc::ONE);
     // dx of one vector, and the partials' increments
     let f = |d: V<T>, x: V<T>, w: V<T>| {
-        let xh = (x - mu) * a;
+        let xh = x.mul_add(h, nmuh) * ah;
         let g = if W { d * w } else { d };
         let dx = (g * alpha).mul_add(post, xh.mul_add(beta, gamma));
         (dx, d * xh)
@@ -261,9 +297,10 @@ pub(crate) fn rows_backward<T: Element>(
             let i = blk * per_block + k;
             let (dyr, xr) = (&dy[i * n..][..n], &x[i * n..][..n]);
             let mu = mean.map_or(T::Acc::ZERO, |m| m[i]);
-            let (s1, s2) = sums(dyr, xr, w, mu, rstd[i]);
+            let fin = |s: &(T::Acc, T::Acc)| s.0.is_finite() && s.1.is_finite();
+            let (cen, (s1, s2)) = Center::rescued(mu, rstd[i], fin, |c| sums(dyr, xr, w, c));
             let s1 = if mean.is_some() { s1 } else { T::Acc::ZERO };
-            let c = Coef::new(mu, rstd[i], s1, s2, n, T::Acc::ONE);
+            let c = Coef::new(cen, rstd[i], s1.to_f64(), s2.to_f64(), n, T::Acc::ONE);
             let (pw, pb) = (
                 want_w.then_some(&mut g.dw[..]),
                 want_b.then_some(&mut g.db[..]),
@@ -281,17 +318,18 @@ pub(crate) fn rows_backward<T: Element>(
 /// returns the set's `(Σ g, Σ g·x̂)` (`g = dy·w`), summed in f64 in segment order.
 pub(crate) fn set_sums<'s, T: Element>(
     segs: impl Iterator<Item = (&'s [T], &'s [T], T::Acc)>,
-    mu: T::Acc,
-    a: T::Acc,
+    c: Center<T::Acc>,
     out: &mut [(T::Acc, T::Acc)],
-) -> (T::Acc, T::Acc) {
+) -> (f64, f64) {
+    // kept in f64: with tiny weights (1e-43) the sums are subnormal in f32, and γ = −a·Σg/N
+    // would amplify their rounding by a (found by the fuzzer)
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for ((dy, x, w), o) in segs.zip(out.iter_mut()) {
-        *o = sums(dy, x, None, mu, a);
+        *o = sums(dy, x, None, c);
         s1 += w.to_f64() * o.0.to_f64();
         s2 += w.to_f64() * o.1.to_f64();
     }
-    (T::Acc::from_f64(s1), T::Acc::from_f64(s2))
+    (s1, s2)
 }
 
 /// Adds one `(rows, C)` row's `dy` and `dy·x̂` (`x̂ = (x − μ_j)·a_j`) to per-column sums
@@ -301,10 +339,17 @@ pub(crate) fn col_sums_row<T: Element>(
     x: &[T],
     mu: &[T::Acc],
     a: &[T::Acc],
+    h: T::Acc,
     s1: &mut [T::Acc],
     s2: &mut [T::Acc],
 ) {
     type E<T> = <T as Element>::Acc;
+    // x̂ = (x·h − μ·h)·a·(1/h): h = 1 plainly, 1/2 where x − μ overflows (see `Center`)
+    let (hv, ih, zero) = (
+        V::<T>::splat(h),
+        V::<T>::splat(T::Acc::ONE / h),
+        V::<T>::ZERO,
+    );
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
     let (mc, mt) = E::<T>::as_chunks(mu);
@@ -313,13 +358,15 @@ pub(crate) fn col_sums_row<T: Element>(
     let (bc, bt) = E::<T>::as_chunks_mut(s2);
     for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
         let d = T::load(d);
-        let xm = (T::load(x) - E::<T>::load(&mc[i])) * E::<T>::load(&rc[i]);
+        let xm =
+            T::load(x).mul_add(hv, zero - E::<T>::load(&mc[i]) * hv) * (E::<T>::load(&rc[i]) * ih);
         E::<T>::store(E::<T>::load(&ac[i]) + d, &mut ac[i]);
         E::<T>::store(d.mul_add(xm, E::<T>::load(&bc[i])), &mut bc[i]);
     }
     if !dt.is_empty() {
         let d = load_partial(dt);
-        let xm = (load_partial(xt) - load_partial(mt)) * load_partial(rt);
+        let xm =
+            load_partial(xt).mul_add(hv, zero - load_partial(mt) * hv) * (load_partial(rt) * ih);
         store_partial(load_partial(at) + d, at);
         store_partial(d.mul_add(xm, load_partial(bt)), bt);
     }
@@ -330,6 +377,8 @@ pub(crate) struct ColCoef<A> {
     pub(crate) mu: Vec<A>,
     pub(crate) a: Vec<A>,
     pub(crate) post: Vec<A>,
+    /// 1, or 1/2 where `x − μ` overflows (see [`Center`]).
+    pub(crate) h: A,
     pub(crate) alpha: Vec<A>,
     pub(crate) beta: Vec<A>,
     pub(crate) gamma: Vec<A>,
@@ -338,8 +387,16 @@ pub(crate) struct ColCoef<A> {
 /// `dx = dy·α_j + x̂·β_j + γ_j`, `x̂ = (x − μ_j)·a_j`, over one `(rows, C)` row.
 pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx: &mut [T]) {
     type E<T> = <T as Element>::Acc;
+    let (hv, ih, zero) = (
+        V::<T>::splat(c.h),
+        V::<T>::splat(T::Acc::ONE / c.h),
+        V::<T>::ZERO,
+    );
     let f = |d: V<T>, x: V<T>, m: V<T>, a: V<T>, al: V<T>, be: V<T>, ga: V<T>, po: V<T>| {
-        (d * al).mul_add(po, ((x - m) * a).mul_add(be, ga))
+        (d * al).mul_add(
+            po,
+            (x.mul_add(hv, zero - m * hv) * (a * ih)).mul_add(be, ga),
+        )
     };
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);

@@ -13,7 +13,9 @@
 //! ```
 //! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel.
 
-use super::backward::{Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums};
+use super::backward::{
+    Center, Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums,
+};
 use super::{ColPlan, Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
@@ -545,8 +547,11 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     };
                     let (mu, a) = (saved_mean[j], saved_invstd[j]);
                     let mut sums = vec![(T::Acc::ZERO, T::Acc::ZERO); n];
-                    let (s1, s2) = set_sums((0..n).map(seg), mu, a, &mut sums);
-                    let coef = Coef::new(mu, a, s1, s2, count, w_of(j));
+                    let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
+                    let (cen, (s1, s2)) = Center::rescued(mu, a, fin, |cen| {
+                        set_sums((0..n).map(seg), cen, &mut sums)
+                    });
+                    let coef = Coef::new(cen, a, s1, s2, count, w_of(j));
                     for (i, o) in ch.y.iter_mut().enumerate() {
                         let (d, x, _) = seg(i);
                         dx_pass(d, x, None, coef, o, None, None);
@@ -563,43 +568,61 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 let per_block = rows_per_block(c);
                 let blocks = rows.div_ceil(per_block);
                 let par_leaves = (tuning::PAR_ELEMS / (per_block * c)).max(2);
-                let (s1, s2) = par::reduce(
-                    blocks,
-                    par_leaves,
-                    &|b| {
-                        let (mut s1, mut s2) = (vec![T::Acc::ZERO; c], vec![T::Acc::ZERO; c]);
-                        for r in b * per_block..rows.min((b + 1) * per_block) {
-                            let (d, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
-                            col_sums_row(d, xr, saved_mean, saved_invstd, &mut s1, &mut s2);
-                        }
-                        (s1, s2)
-                    },
-                    &|(mut a1, mut a2), (b1, b2)| {
-                        for (p, q) in a1.iter_mut().zip(&b1) {
-                            *p = *p + *q;
-                        }
-                        for (p, q) in a2.iter_mut().zip(&b2) {
-                            *p = *p + *q;
-                        }
-                        (a1, a2)
-                    },
-                );
+                let col_sums = |h: T::Acc| {
+                    par::reduce(
+                        blocks,
+                        par_leaves,
+                        &|b| {
+                            let (mut s1, mut s2) = (vec![T::Acc::ZERO; c], vec![T::Acc::ZERO; c]);
+                            for r in b * per_block..rows.min((b + 1) * per_block) {
+                                let (d, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
+                                col_sums_row(d, xr, saved_mean, saved_invstd, h, &mut s1, &mut s2);
+                            }
+                            (s1, s2)
+                        },
+                        &|(mut a1, mut a2), (b1, b2)| {
+                            for (p, q) in a1.iter_mut().zip(&b1) {
+                                *p = *p + *q;
+                            }
+                            for (p, q) in a2.iter_mut().zip(&b2) {
+                                *p = *p + *q;
+                            }
+                            (a1, a2)
+                        },
+                    )
+                };
+                // x − μ overflowing in some column (see `Center`): every column halved
+                let bad = |s: &(Vec<T::Acc>, Vec<T::Acc>)| {
+                    (0..c).any(|j| {
+                        !(s.0[j].is_finite() && s.1[j].is_finite())
+                            && saved_mean[j].is_finite()
+                            && saved_invstd[j].is_finite()
+                    })
+                };
+                let mut h = T::Acc::ONE;
+                let mut sums = col_sums(h);
+                if bad(&sums) {
+                    h = T::Acc::from_f64(0.5);
+                    sums = col_sums(h);
+                }
+                let (s1, s2) = sums;
                 let coefs: Vec<Coef<T::Acc>> = (0..c)
                     .map(|j| {
                         let w = w_of(j);
                         Coef::new(
-                            saved_mean[j],
+                            Center::new(saved_mean[j], saved_invstd[j], false),
                             saved_invstd[j],
-                            s1[j] * w,
-                            s2[j] * w,
+                            s1[j].to_f64() * w.to_f64(),
+                            s2[j].to_f64() * w.to_f64(),
                             count,
                             w,
                         )
                     })
                     .collect();
                 let cc = ColCoef {
-                    mu: coefs.iter().map(|k| k.mu).collect(),
-                    a: coefs.iter().map(|k| k.a).collect(),
+                    mu: saved_mean.to_vec(),
+                    a: saved_invstd.to_vec(),
+                    h,
                     post: coefs.iter().map(|k| k.post).collect(),
                     alpha: coefs.iter().map(|k| k.alpha).collect(),
                     beta: coefs.iter().map(|k| k.beta).collect(),

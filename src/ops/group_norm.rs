@@ -3,7 +3,7 @@
 //! shifted Welford statistics (`moments::row_shifted`), then every channel of the group
 //! normalized from cache with its weight and bias folded into the plan.
 
-use super::backward::{Coef, Grads, dx_pass, rows_per_block, set_sums};
+use super::backward::{Center, Coef, Grads, dx_pass, rows_per_block, set_sums};
 use super::{Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
@@ -255,16 +255,16 @@ impl<'a, T: Element> GroupNorm<'a, T> {
                 let (dyr, xr) = (&dy[j * len..][..len], &x[j * len..][..len]);
                 let segs = dyr.chunks(hw).zip(xr.chunks(hw));
                 let (mu, a) = (mean[j], rstd[j]);
-                let (s1, s2) = set_sums(
+                let segs_w = || {
                     segs.clone()
                         .enumerate()
-                        .map(|(q, (d, x))| (d, x, w_of(c0 + q))),
-                    mu,
-                    a,
-                    &mut seg_sums,
-                );
+                        .map(|(q, (d, x))| (d, x, w_of(c0 + q)))
+                };
+                let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
+                let (cen, (s1, s2)) =
+                    Center::rescued(mu, a, fin, |cen| set_sums(segs_w(), cen, &mut seg_sums));
                 for (q, ((d, x), o)) in segs.zip(dxr.chunks_mut(hw)).enumerate() {
-                    let coef = Coef::new(mu, a, s1, s2, len, w_of(c0 + q));
+                    let coef = Coef::new(cen, a, s1, s2, len, w_of(c0 + q));
                     dx_pass(d, x, None, coef, o, None, None);
                     let (sd, sdx) = seg_sums[q];
                     if want_w {
