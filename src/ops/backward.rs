@@ -129,9 +129,11 @@ impl<A: Float> Coef<A> {
         let (af, nf) = (a.to_f64(), n as f64);
         let (alpha, beta, gamma) = (af * w.to_f64(), -af * s2 / nf, -af * s1 / nf);
         let tiny = alpha != 0.0 && alpha.abs() < A::MIN_POSITIVE.to_f64();
-        // α·2^k near 1; k ≤ 600 keeps 2^k finite in f64 (f64 subnormals are ≥ 2^-1074)
+        // α·2^k near 1, but 2^-k no smaller than A's least subnormal (2^-149 for f32: a
+        // post of 0 dropped the term, found by the fuzzer) and 2^k finite in f64
+        let least = -(A::MIN_POSITIVE.exponent() + A::EPSILON.exponent());
         let k = if tiny {
-            (-(alpha.abs().log2().floor() as i32)).min(600)
+            (-(alpha.abs().log2().floor() as i32)).min(least).min(600)
         } else {
             0
         };
