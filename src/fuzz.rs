@@ -302,6 +302,7 @@ fn check_backward(
     let bad = sets.nonfinite(x);
     let xhat = |i: usize, s: usize| (x[i] as f64 - stats[s].0) * stats[s].1;
     let wc = |i: usize| w.get((sets.ch)(i)).map_or(1.0, |v| *v as f64);
+    let wmax = w.iter().fold(0.0f64, |m, v| m.max((*v as f64).abs()));
     // per set: Σ|g|, Σ|g·x̂|, count, Σ|x̂|
     let mut m = vec![(0.0f64, 0.0f64, 0usize, 0.0f64); sets.count];
     for i in 0..x.len() {
@@ -331,8 +332,8 @@ fn check_backward(
                 d * (xhat(i, s).abs() + mu.abs() * r)
             };
             sb[c] += d;
-            // x̂ below f32::MIN_POSITIVE is a multiple of 2^-149 (see dx)
-            sw[c] += d * SUB / (KB * E);
+            // each subnormal product dy·x̂ rounds by up to 2^-150 (see dx)
+            sw[c] += (1.0 + d) * SUB / (KB * E);
         }
         if !ok[s] || bad[s] {
             continue;
@@ -347,12 +348,12 @@ fn check_backward(
         };
         // x̂ is an f32: below f32::MIN_POSITIVE it is rounded to a multiple of 2^-149, an
         // error the factor β = −r·mean(g·x̂) carries into dx
-        // and g = dy·w is an f32 too: with subnormal weights its rounding (≤ 2^-150) reaches
-        // dx through a·(g − mean(g) − x̂·mean(g·x̂))
-        let tol = KB * E * sc
-            + SUB
-            + r * m[s].1 / n * SUB
-            + r * (2.0 + xhat(i, s).abs() * m[s].3 / n) * SUB;
+        // and dy·w, dy·x̂ are f32 products too: where they are subnormal (tiny weights or
+        // gradients) each rounds by up to 2^-150 absolute, which a·(g − mean(g) −
+        // x̂·mean(g·x̂)) carries with the factors r, |w| and |x̂|: the underflow term of the
+        // standard error model (ε·|v| + η, η = 2^-150)
+        let under = r * (1.0 + wmax) * (2.0 + xhat(i, s).abs() * (1.0 + m[s].3 / n));
+        let tol = KB * E * sc + SUB + r * m[s].1 / n * SUB + under * SUB;
         assert!(
             (dx[i] as f64 - rdx[i]).abs() <= tol,
             "{what}: dx[{i}] = {}, reference {} (tol {tol:e}); x = {}, dy = {}, (μ, r) = {:?}",
