@@ -303,8 +303,8 @@ fn check_backward(
     let xhat = |i: usize, s: usize| (x[i] as f64 - stats[s].0) * stats[s].1;
     let wc = |i: usize| w.get((sets.ch)(i)).map_or(1.0, |v| *v as f64);
     let wmax = w.iter().fold(0.0f64, |m, v| m.max((*v as f64).abs()));
-    // per set: Σ|g|, Σ|g·x̂|, count, Σ|x̂|
-    let mut m = vec![(0.0f64, 0.0f64, 0usize, 0.0f64); sets.count];
+    // per set: Σ|g|, Σ|g·x̂|, count, Σ|x̂|, max|g|
+    let mut m = vec![(0.0f64, 0.0f64, 0usize, 0.0f64, 0.0f64); sets.count];
     for i in 0..x.len() {
         if let Some(s) = (sets.of)(i) {
             let g = dy[i] as f64 * wc(i);
@@ -312,6 +312,7 @@ fn check_backward(
             m[s].1 += (g * xhat(i, s)).abs();
             m[s].2 += 1;
             m[s].3 += xhat(i, s).abs();
+            m[s].4 = m[s].4.max(g.abs());
         }
     }
     let mut channel_ok = vec![true; grads[0].1.len().max(grads[1].1.len())];
@@ -348,11 +349,11 @@ fn check_backward(
         };
         // x̂ is an f32: below f32::MIN_POSITIVE it is rounded to a multiple of 2^-149, an
         // error the factor β = −r·mean(g·x̂) carries into dx
-        // and dy·w, dy·x̂ are f32 products too: where they are subnormal (tiny weights or
-        // gradients) each rounds by up to 2^-150 absolute, which a·(g − mean(g) −
-        // x̂·mean(g·x̂)) carries with the factors r, |w| and |x̂|: the underflow term of the
-        // standard error model (ε·|v| + η, η = 2^-150)
-        let under = r * (1.0 + wmax) * (2.0 + xhat(i, s).abs() * (1.0 + m[s].3 / n));
+        // and x̂, dy·w, dy·x̂ are f32 values too: where they are subnormal (tiny inputs,
+        // weights or gradients) each rounds by up to 2^-150 absolute, which
+        // a·(g − mean(g) − x̂·mean(g·x̂)) carries with the factors r, |w|, |g| and |x̂|: the
+        // underflow term of the standard error model (ε·|v| + η, η = 2^-150)
+        let under = r * (1.0 + wmax + m[s].4) * (2.0 + xhat(i, s).abs() * (1.0 + m[s].3 / n));
         let tol = KB * E * sc + SUB + r * m[s].1 / n * SUB + under * SUB;
         assert!(
             (dx[i] as f64 - rdx[i]).abs() <= tol,
