@@ -226,5 +226,73 @@ fn bench_backward(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_rows, bench_channels, bench_backward);
+/// Half storage (f32 accumulation): LayerNorm, RMSNorm and BatchNorm eval against a copy of
+/// the same half bytes. Centred data (the 1e4 offset of `data` is below half resolution).
+fn bench_half(c: &mut Criterion) {
+    fn run<T: simdnorm::Element>(c: &mut Criterion, dtype: &str) {
+        use simdnorm::Float;
+        let conv = |v: Vec<f32>| -> Vec<T> {
+            v.into_iter()
+                .map(|x| T::from_acc(T::Acc::from_f64(x as f64 - 1.0e4)))
+                .collect()
+        };
+        for (rows, n) in [(128usize, 4096usize), (4096, 4096)] {
+            let (x, w, b) = (conv(data(rows * n)), conv(data(n)), conv(data(n)));
+            let mut y = x.clone();
+            let (rm, rv) = (
+                vec![T::Acc::from_f64(0.0); n],
+                vec![T::Acc::from_f64(0.1); n],
+            );
+            for t in threads() {
+                let p = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap();
+                let mut g = c.benchmark_group(format!("half/{dtype}/{rows}x{n}/threads{t}"));
+                g.throughput(Throughput::Bytes((2 * x.len() * size_of::<T>()) as u64));
+                g.sample_size(if rows * n >= 1 << 20 { 10 } else { 50 });
+                g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+                let ln = LayerNorm::new(n).weight(&w).bias(&b);
+                g.bench_function("layer_norm", |bn| {
+                    bn.iter_custom(|k| {
+                        in_pool(&p, k, || ln.forward(black_box(&x), &mut y).unwrap())
+                    })
+                });
+                let rms = RmsNorm::new(n).weight(&w);
+                g.bench_function("rms_norm", |bn| {
+                    bn.iter_custom(|k| {
+                        in_pool(&p, k, || rms.forward(black_box(&x), &mut y).unwrap())
+                    })
+                });
+                let bn_op = BatchNorm::new(n).weight(&w).bias(&b);
+                g.bench_function("batch_norm_eval", |bn| {
+                    bn.iter_custom(|k| {
+                        in_pool(&p, k, || {
+                            bn_op
+                                .forward_eval(
+                                    black_box(&x),
+                                    Layout::Nc { n: rows },
+                                    &rm,
+                                    &rv,
+                                    &mut y,
+                                )
+                                .unwrap()
+                        })
+                    })
+                });
+                g.finish();
+            }
+        }
+    }
+    run::<half::bf16>(c, "bf16");
+    run::<half::f16>(c, "f16");
+}
+
+criterion_group!(
+    benches,
+    bench_rows,
+    bench_channels,
+    bench_backward,
+    bench_half
+);
 criterion_main!(benches);
