@@ -16,7 +16,7 @@
 use super::backward::{
     Center, Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums,
 };
-use super::{ColPlan, Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
+use super::{ColPlan, Plan, RowsMut, Stats, check_channels, check_param, normalize_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::{col_shifted, segments_shifted};
@@ -231,27 +231,9 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         }
     }
 
-    /// Checks the configuration and `x` against `(n, hw)`; returns `(n, hw)`.
+    /// Checks the configuration and the `x`, `y` lengths against `(n, channels, hw)`.
     fn check(&self, x: usize, y: usize, n: usize, hw: usize) -> Result<(), NormError> {
-        if self.channels == 0 {
-            return Err(NormError::ZeroLength { arg: "channels" });
-        }
-        if n == 0 {
-            return Err(NormError::ZeroLength { arg: "n" });
-        }
-        if hw == 0 {
-            return Err(NormError::ZeroLength { arg: "hw" });
-        }
-        let len = n
-            .checked_mul(hw)
-            .and_then(|v| v.checked_mul(self.channels))
-            .unwrap_or(usize::MAX);
-        check_len("x", len, x)?;
-        check_len("y", len, y)?;
-        check_eps(self.eps)?;
-        check_param("weight", self.weight, self.channels)?;
-        check_param("bias", self.bias, self.channels)?;
-        Ok(())
+        check_channels(self.channels, n, hw, x, y, self.eps, self.weight, self.bias)
     }
 
     /// Checks the training outputs; `values` per channel.

@@ -4,7 +4,7 @@
 //! normalized from cache with its weight and bias folded into the plan.
 
 use super::backward::{Center, Coef, Grads, dx_pass, rows_per_block, set_sums};
-use super::{Plan, RowsMut, Stats, check_eps, check_param, normalize_row};
+use super::{Plan, RowsMut, Stats, check_channels, check_param, normalize_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::row_shifted;
@@ -115,30 +115,14 @@ impl<'a, T: Element> GroupNorm<'a, T> {
 
     /// Checks the configuration against `(n, C, hw)` input and output lengths.
     fn check(&self, x: usize, y: usize, n: usize, hw: usize) -> Result<(), NormError> {
-        if self.channels == 0 {
-            return Err(NormError::ZeroLength { arg: "channels" });
-        }
+        check_channels(self.channels, n, hw, x, y, self.eps, self.weight, self.bias)?;
         if self.groups == 0 || !self.channels.is_multiple_of(self.groups) {
             return Err(NormError::InvalidGroups {
                 groups: self.groups,
                 channels: self.channels,
             });
         }
-        if n == 0 {
-            return Err(NormError::ZeroLength { arg: "n" });
-        }
-        if hw == 0 {
-            return Err(NormError::ZeroLength { arg: "hw" });
-        }
-        let len = n
-            .checked_mul(hw)
-            .and_then(|v| v.checked_mul(self.channels))
-            .unwrap_or(usize::MAX);
-        check_len("x", len, x)?;
-        check_len("y", len, y)?;
-        check_eps(self.eps)?;
-        check_param("weight", self.weight, self.channels)?;
-        check_param("bias", self.bias, self.channels)
+        Ok(())
     }
 
     /// Normalizes `x`, `(n, channels, hw)`, into `y`.

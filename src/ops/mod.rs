@@ -188,6 +188,36 @@ pub(crate) fn check_param<T>(
     p.map_or(Ok(()), |p| check_len(arg, len, p.len()))
 }
 
+/// Checks an `(n, channels, hw)` input of `x` values and an output of `y` values for the
+/// per-channel ops (BatchNorm, GroupNorm): non-zero sizes, both lengths `n·channels·hw` (a
+/// count overflowing `usize` is a length mismatch), eps, and the per-channel weight and bias.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_channels<T>(
+    channels: usize,
+    n: usize,
+    hw: usize,
+    x: usize,
+    y: usize,
+    eps: f64,
+    weight: Option<&[T]>,
+    bias: Option<&[T]>,
+) -> Result<(), NormError> {
+    for (arg, size) in [("channels", channels), ("n", n), ("hw", hw)] {
+        if size == 0 {
+            return Err(NormError::ZeroLength { arg });
+        }
+    }
+    let len = n
+        .checked_mul(hw)
+        .and_then(|v| v.checked_mul(channels))
+        .unwrap_or(usize::MAX);
+    check_len("x", len, x)?;
+    check_len("y", len, y)?;
+    check_eps(eps)?;
+    check_param("weight", weight, channels)?;
+    check_param("bias", bias, channels)
+}
+
 /// Rows of `len` values split by `row_len` (the normalized length, which must be non-zero).
 pub(crate) fn rows(len: usize, row_len: usize) -> Result<usize, NormError> {
     if row_len == 0 {
