@@ -987,7 +987,7 @@ pub fn backward(data: &[u8]) {
             let mut y = vec![0.0f32; len];
             let mut dx = vec![SENTINEL; len];
             let (mut dw, mut db) = (vec![SENTINEL; b.len(c, bad)], vec![SENTINEL; c]);
-            let (res, stats, sets_n, gl) = if op == 2 {
+            let (res, m, s, sets_n, gl) = if op == 2 {
                 let bn = BatchNorm::new(c).eps(eps).weight(&w);
                 let (mut m, mut s) = (vec![0.0f32; c], vec![0.0f32; c]);
                 if bn
@@ -1006,12 +1006,7 @@ pub fn backward(data: &[u8]) {
                     want_w.then_some(&mut dw[..]),
                     want_b.then_some(&mut db[..]),
                 );
-                let st: Vec<(f64, f64)> = m
-                    .iter()
-                    .zip(&s)
-                    .map(|(a, b)| (*a as f64, *b as f64))
-                    .collect();
-                (res, st, c, 0)
+                (res, m, s, c, 0)
             } else {
                 let groups = [1, c.max(1)][b.below(2)];
                 let gn = GroupNorm::new(groups, c).eps(eps).weight(&w);
@@ -1033,13 +1028,13 @@ pub fn backward(data: &[u8]) {
                     want_w.then_some(&mut dw[..]),
                     want_b.then_some(&mut db[..]),
                 );
-                let st: Vec<(f64, f64)> = m
-                    .iter()
-                    .zip(&s)
-                    .map(|(a, b)| (*a as f64, *b as f64))
-                    .collect();
-                (res, st, n * groups, c / groups * hw)
+                (res, m, s, n * groups, c / groups * hw)
             };
+            let stats: Vec<(f64, f64)> = m
+                .iter()
+                .zip(&s)
+                .map(|(a, b)| (*a as f64, *b as f64))
+                .collect();
             let valid = dy.len() == len && (!want_w || dw.len() == c);
             if !valid {
                 assert!(res.is_err(), "invalid backward accepted");
