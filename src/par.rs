@@ -57,6 +57,10 @@ pub(crate) fn reduce<R: Send>(
     combine: &(impl Fn(R, R) -> R + Sync),
 ) -> R {
     debug_assert!(n >= 1, "reduce over no leaves");
+    if n == 1 {
+        // One leaf (a row of the ops, most often): no tree and no look-up of the pool.
+        return leaf(0);
+    }
     reduce_range(0, n, (par_leaves * par_scale()).max(2), leaf, combine)
 }
 

@@ -303,11 +303,13 @@ fn welford_kernel<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> 
     par::reduce_blocks(x, &|b| welford::block(b, s, p), &|a, b| a.merge(&b))
 }
 
-/// Row statistics for the ops (non-empty `x`): the pilot and the rescued Welford moments of
-/// `x − pilot` (or of `x·2^k − pilot·2^k`).
+/// Row statistics for the ops (non-empty `x`): the pilot and the rescued moments of
+/// `x − pilot` (or of `x·2^k − pilot·2^k`) by [`two_pass::piloted`]: the ops read a row while
+/// it is in L1/L2 and normalize it from there, so the fewer operations per value count more
+/// than the single pass of Welford.
 pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
     let p = pilot_of(x);
-    (p, run(x, p, welford_kernel))
+    (p, run(x, p, two_pass::piloted))
 }
 
 /// Statistics of values spread over `n` slices (`seg(i)`, some possibly empty, at least one

@@ -137,7 +137,7 @@ impl<A: Float> Coef<A> {
         } else {
             0
         };
-        let up = 2f64.powi(k);
+        let up = <f64 as Float>::exp2i(k);
         Self {
             center,
             alpha: A::from_f64(alpha * up),
