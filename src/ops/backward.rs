@@ -15,6 +15,8 @@ use crate::element::{Arith, Element, Float, Vector, keep_first, load_partial, st
 use crate::moments::lane_sum;
 use crate::tuning::NACC;
 
+use super::{head_len, split_opt};
+
 type V<T> = <<T as Element>::Acc as Float>::V;
 
 /// `(Σ g, Σ g·x̂)` over one set, `g = dy·w` (`w = None`: 1), `x̂ = (x − μ)·a`.
@@ -83,14 +85,24 @@ fn sums_w<T: Element, const W: bool>(
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
     let (wc, wt) = T::as_chunks(w);
-    let mut step = |k: usize, d: V<T>, x: V<T>, w: Option<V<T>>| {
-        let g = w.map_or(d, |w| d * w);
+    let wc = if W { &wc[..dc.len()] } else { wc };
+    let mut step = |k: usize, i: usize| {
+        let d = T::load(&dc[i]);
+        let g = if W { d * T::load(&wc[i]) } else { d };
         s1[k] = s1[k] + g;
-        s2[k] = g.mul_add(x.mul_add(h, nmuh) * ah, s2[k]);
+        s2[k] = g.mul_add(T::load(&xc[i]).mul_add(h, nmuh) * ah, s2[k]);
     };
-    for (i, (d, x)) in dc.iter().zip(xc).enumerate() {
-        let w = W.then(|| T::load(&wc[i]));
-        step(i % NACC, T::load(d), T::load(x), w);
+    // Groups of NACC vectors, accumulator k for the k-th of each: a constant index keeps the
+    // accumulators in registers (`i % NACC` kept them on the stack: a store and reload per
+    // vector).
+    let groups = dc.len() / NACC;
+    for j in 0..groups {
+        for k in 0..NACC {
+            step(k, j * NACC + k);
+        }
+    }
+    for (k, i) in (groups * NACC..dc.len()).enumerate() {
+        step(k, i);
     }
     if !dt.is_empty() {
         // Padding lanes load 0: dy = 0, but x̂ = −μ·a may overflow (μ near ±f32::MAX) and
@@ -159,6 +171,18 @@ pub(crate) fn dx_pass<T: Element>(
     dw: Option<&mut [T::Acc]>,
     db: Option<&mut [T::Acc]>,
 ) {
+    // The head up to dx's first vector boundary apart (its partial load and store in the
+    // kernel's tail step), so that the stores of the body are aligned (see `ops::map_rows`;
+    // dw and db cannot take overlapped ends: they accumulate).
+    let h = super::head_len(dx);
+    if h > 0 && h < dx.len() {
+        let ((dw0, dw1), (db0, db1)) = (split_opt(dw, h), split_opt(db, h));
+        let (dx0, dx1) = dx.split_at_mut(h);
+        let w = w.map(|w| w.split_at(h));
+        dx_pass(&dy[..h], &x[..h], w.map(|w| w.0), c, dx0, dw0, db0);
+        dx_pass(&dy[h..], &x[h..], w.map(|w| w.1), c, dx1, dw1, db1);
+        return;
+    }
     match (w, dw, db) {
         (Some(w), Some(dw), Some(db)) => dx_w::<T, true, true, true>(dy, x, w, c, dx, dw, db),
         (Some(w), Some(dw), None) => dx_w::<T, true, true, false>(dy, x, w, c, dx, dw, &mut []),
@@ -235,8 +259,11 @@ fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
 
 /// Per-feature dweight / dbias partials of a block of rows (empty when not asked for).
 pub(crate) struct Grads<A> {
-    pub(crate) dw: Vec<A>,
-    pub(crate) db: Vec<A>,
+    dw: Vec<A>,
+    db: Vec<A>,
+    /// Where the `n` partials start in each buffer (see [`Grads::zeros_like`]).
+    off: usize,
+    n: usize,
 }
 
 impl<A: Float> Grads<A> {
@@ -246,27 +273,66 @@ impl<A: Float> Grads<A> {
         Self {
             dw: z(dw),
             db: z(db),
+            off: 0,
+            n,
         }
     }
 
+    /// [`Grads::zeros`] placed so that feature `j` lies as far past a vector boundary as
+    /// `row[j]` does (when `A` and `T` have one size): the aligned stores of the kernel to a
+    /// row of `dx` are then aligned for the partials too.
+    pub(crate) fn zeros_like<T: Element>(n: usize, dw: bool, db: bool, row: &[T]) -> Self {
+        let z = |on: bool| {
+            if on {
+                vec![A::ZERO; n + A::LANES]
+            } else {
+                Vec::new()
+            }
+        };
+        let (dw, db) = (z(dw), z(db));
+        let off = match dw.first().or(db.first()) {
+            Some(_) if size_of::<T>() == size_of::<A>() => {
+                let base = if dw.is_empty() { &db } else { &dw };
+                debug_assert!(dw.is_empty() || db.is_empty() || head_len(&dw) == head_len(&db));
+                // elements past a boundary: `row` is `LANES − head_len(row)` past one (mod LANES)
+                let want = (A::LANES - head_len(row)) % A::LANES;
+                (head_len(base) + want) % A::LANES
+            }
+            _ => 0,
+        };
+        Self { dw, db, off, n }
+    }
+
+    /// The dweight and dbias partials (each empty when not asked for).
+    pub(crate) fn parts(&mut self) -> (&mut [A], &mut [A]) {
+        let (o, n) = (self.off, self.n);
+        (
+            self.dw.get_mut(o..o + n).unwrap_or_default(),
+            self.db.get_mut(o..o + n).unwrap_or_default(),
+        )
+    }
+
     /// The sum of two blocks' partials (the merge of the fixed tree).
-    pub(crate) fn add(mut self, other: Self) -> Self {
-        for (a, b) in self.dw.iter_mut().zip(&other.dw) {
-            *a = *a + *b;
-        }
-        for (a, b) in self.db.iter_mut().zip(&other.db) {
+    pub(crate) fn add(mut self, mut other: Self) -> Self {
+        let ((aw, ab), (bw, bb)) = (self.parts(), other.parts());
+        for (a, b) in aw
+            .iter_mut()
+            .zip(bw.iter())
+            .chain(ab.iter_mut().zip(bb.iter()))
+        {
             *a = *a + *b;
         }
         self
     }
 
     /// Writes the totals to the outputs asked for.
-    pub(crate) fn write(&self, dw: Option<&mut [A]>, db: Option<&mut [A]>) {
+    pub(crate) fn write(mut self, dw: Option<&mut [A]>, db: Option<&mut [A]>) {
+        let (pw, pb) = self.parts();
         if let Some(dw) = dw {
-            dw.copy_from_slice(&self.dw);
+            dw.copy_from_slice(pw);
         }
         if let Some(db) = db {
-            db.copy_from_slice(&self.db);
+            db.copy_from_slice(pb);
         }
     }
 }
@@ -294,7 +360,7 @@ pub(crate) fn rows_backward<T: Element>(
     let per_block = rows_per_block(n);
     let par_leaves = (crate::tuning::PAR_ELEMS / (per_block * n)).max(2);
     let leaf = |blk: usize, dx: &mut [T]| {
-        let mut g = Grads::zeros(n, want_w, want_b);
+        let mut g = Grads::zeros_like(n, want_w, want_b, dx);
         for (k, dxr) in dx.chunks_mut(n).enumerate() {
             let i = blk * per_block + k;
             let (dyr, xr) = (&dy[i * n..][..n], &x[i * n..][..n]);
@@ -303,11 +369,16 @@ pub(crate) fn rows_backward<T: Element>(
             let (cen, (s1, s2)) = Center::rescued(mu, rstd[i], fin, |c| sums(dyr, xr, w, c));
             let s1 = if mean.is_some() { s1 } else { T::Acc::ZERO };
             let c = Coef::new(cen, rstd[i], s1.to_f64(), s2.to_f64(), n, T::Acc::ONE);
-            let (pw, pb) = (
-                want_w.then_some(&mut g.dw[..]),
-                want_b.then_some(&mut g.db[..]),
+            let (pw, pb) = g.parts();
+            dx_pass(
+                dyr,
+                xr,
+                w,
+                c,
+                dxr,
+                want_w.then_some(pw),
+                want_b.then_some(pb),
             );
-            dx_pass(dyr, xr, w, c, dxr, pw, pb);
         }
         g
     };

@@ -251,11 +251,12 @@ impl<'a, T: Element> GroupNorm<'a, T> {
                     let coef = Coef::new(cen, a, s1, s2, len, w_of(c0 + q));
                     dx_pass(d, x, None, coef, o, None, None);
                     let (sd, sdx) = seg_sums[q];
+                    let (gw, gb) = g.parts();
                     if want_w {
-                        g.dw[c0 + q] = g.dw[c0 + q] + sdx;
+                        gw[c0 + q] = gw[c0 + q] + sdx;
                     }
                     if want_b {
-                        g.db[c0 + q] = g.db[c0 + q] + sd;
+                        gb[c0 + q] = gb[c0 + q] + sd;
                     }
                 }
             }
