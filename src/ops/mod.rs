@@ -581,77 +581,39 @@ impl<A: Float> ColPlan<A> {
     }
 
     /// Normalizes whole rows `src` (starting at a row boundary) into `dst`, a block of
-    /// [`ColPlan::block`] values at a time, stores aligned as in [`normalize_row`].
+    /// [`ColPlan::block`] values at a time over the row loop of [`map_rows`].
     pub(crate) fn normalize<T: Element<Acc = A>>(&self, src: &[T], dst: &mut [T]) {
         for (src, dst) in src.chunks(self.block).zip(dst.chunks_mut(self.block)) {
-            let h = head_len(dst);
-            let (d0, d1) = dst.split_at_mut(h);
-            for (src, dst, lo) in [(&src[..h], d0, 0), (&src[h..], d1, h)] {
-                match (self.scaled, self.w.is_empty()) {
-                    (true, true) => self.segment::<T, true, false>(src, dst, lo),
-                    (false, true) => self.segment::<T, false, false>(src, dst, lo),
-                    (true, false) => self.segment::<T, true, true>(src, dst, lo),
-                    (false, false) => self.segment::<T, false, true>(src, dst, lo),
-                }
+            match (self.scaled, self.w.is_empty()) {
+                (true, true) => self.segment::<T, true, false>(src, dst),
+                (false, true) => self.segment::<T, false, false>(src, dst),
+                (true, false) => self.segment::<T, true, true>(src, dst),
+                (false, false) => self.segment::<T, false, true>(src, dst),
             }
         }
     }
 
-    /// `dst = plan_j(src)` for the values at offsets `lo..` of a block.
+    /// `dst = plan_j(src)` for one block, plans loaded at the offsets of the values.
     #[inline]
     fn segment<T: Element<Acc = A>, const SCALED: bool, const U: bool>(
         &self,
         src: &[T],
         dst: &mut [T],
-        lo: usize,
     ) {
-        let hi = lo + dst.len();
-        let f = |x: A::V, s: A::V, nps: A::V, m: A::V, a: A::V, c: A::V, w: A::V| {
-            let y = if SCALED { x.mul_add(s, nps) } else { x + nps };
+        map_row(Some(src), dst, |x: A::V, i, len| -> A::V {
+            let at = |p: &[A]| -> A::V { load_at(p, i, len) };
+            let y = if SCALED {
+                x.mul_add(at(&self.s), at(&self.nps))
+            } else {
+                x + at(&self.nps)
+            };
+            let (m, a, c) = (at(&self.m), at(&self.a), at(&self.c));
             if U {
-                ((y - m) * a).mul_add(w, c)
+                ((y - m) * a).mul_add(at(&self.w), c)
             } else {
                 (y - m).mul_add(a, c)
             }
-        };
-        let one = A::V::splat(A::ONE);
-        let (wc, wt) = if U {
-            A::as_chunks(&self.w[lo..hi])
-        } else {
-            (&[][..], &[][..])
-        };
-        let (xc, xt) = T::as_chunks(src);
-        let (dc, dt) = T::as_chunks_mut(dst);
-        let (sc, st) = A::as_chunks(&self.s[lo..hi]);
-        let (pc, pt) = A::as_chunks(&self.nps[lo..hi]);
-        let (mc, mt) = A::as_chunks(&self.m[lo..hi]);
-        let (ac, at) = A::as_chunks(&self.a[lo..hi]);
-        let (cc, ct) = A::as_chunks(&self.c[lo..hi]);
-        for (i, (d, x)) in dc.iter_mut().zip(xc).enumerate() {
-            let s = if SCALED { A::load(&sc[i]) } else { A::V::ZERO };
-            let v = f(
-                T::load(x),
-                s,
-                A::load(&pc[i]),
-                A::load(&mc[i]),
-                A::load(&ac[i]),
-                A::load(&cc[i]),
-                if U { A::load(&wc[i]) } else { one },
-            );
-            T::store(v, d);
-        }
-        if !dt.is_empty() {
-            let v = f(
-                load_partial(xt),
-                load_partial(st),
-                load_partial(pt),
-                load_partial(mt),
-                load_partial(at),
-                load_partial(ct),
-                if U { load_partial(wt) } else { one },
-            );
-            store_partial(v, dt);
-        }
+        });
     }
 }
 
