@@ -107,6 +107,12 @@ pub(crate) fn sweep_column_pairs<'a, T: Element, S, E: Copy>(
 /// Sum of the lanes of `NACC` accumulators, by a fixed pairwise tree.
 #[inline]
 pub(crate) fn lane_sum<A: Float>(acc: [A::V; NACC]) -> A {
+    lanes_of::<A>(acc_sum::<A>(acc))
+}
+
+/// The `NACC` accumulators added into one vector, by a fixed pairwise tree.
+#[inline]
+pub(crate) fn acc_sum<A: Float>(acc: [A::V; NACC]) -> A::V {
     let mut v = acc;
     let mut width = NACC;
     while width > 1 {
@@ -115,7 +121,13 @@ pub(crate) fn lane_sum<A: Float>(acc: [A::V; NACC]) -> A {
             v[i] = v[i] + v[i + width];
         }
     }
-    let mut a = v[0].to_array();
+    v[0]
+}
+
+/// Sum of the lanes of one vector, by a fixed pairwise tree.
+#[inline]
+pub(crate) fn lanes_of<A: Float>(v: A::V) -> A {
+    let mut a = v.to_array();
     let lanes = a.as_mut();
     let mut width = lanes.len();
     while width > 1 {
