@@ -174,7 +174,7 @@ pub(crate) fn dx_pass<T: Element>(
     // The head up to dx's first vector boundary apart (its partial load and store in the
     // kernel's tail step), so that the stores of the body are aligned (see `ops::map_rows`;
     // dw and db cannot take overlapped ends: they accumulate).
-    let h = super::head_len(dx);
+    let h = head_len(dx);
     if h > 0 && h < dx.len() {
         let ((dw0, dw1), (db0, db1)) = (split_opt(dw, h), split_opt(db, h));
         let (dx0, dx1) = dx.split_at_mut(h);
@@ -262,7 +262,7 @@ pub(crate) struct Grads<A> {
     dw: Vec<A>,
     db: Vec<A>,
     /// Where the `n` partials start in each buffer (see [`Grads::zeros_like`]).
-    off: usize,
+    off: (usize, usize),
     n: usize,
 }
 
@@ -273,42 +273,47 @@ impl<A: Float> Grads<A> {
         Self {
             dw: z(dw),
             db: z(db),
-            off: 0,
+            off: (0, 0),
             n,
         }
     }
 
     /// [`Grads::zeros`] placed so that feature `j` lies as far past a vector boundary as
     /// `row[j]` does (when `A` and `T` have one size): the aligned stores of the kernel to a
-    /// row of `dx` are then aligned for the partials too.
+    /// row of `dx` are then aligned for the partials too. Each buffer gets its own offset.
     pub(crate) fn zeros_like<T: Element>(n: usize, dw: bool, db: bool, row: &[T]) -> Self {
+        // bytes past a vector boundary (64 bytes, or a smaller vector's size)
+        let line = (A::LANES * size_of::<A>()).min(64);
+        let past = |p: *const u8| p as usize % line;
+        let same = size_of::<T>() == size_of::<A>();
         let z = |on: bool| {
-            if on {
-                vec![A::ZERO; n + A::LANES]
+            if !on {
+                return (Vec::new(), 0);
+            }
+            let v = vec![A::ZERO; n + A::LANES];
+            let off = if same {
+                let bytes = (past(row.as_ptr().cast()) + line - past(v.as_ptr().cast())) % line;
+                bytes / size_of::<A>()
             } else {
-                Vec::new()
-            }
+                0
+            };
+            (v, off)
         };
-        let (dw, db) = (z(dw), z(db));
-        let off = match dw.first().or(db.first()) {
-            Some(_) if size_of::<T>() == size_of::<A>() => {
-                let base = if dw.is_empty() { &db } else { &dw };
-                debug_assert!(dw.is_empty() || db.is_empty() || head_len(&dw) == head_len(&db));
-                // elements past a boundary: `row` is `LANES − head_len(row)` past one (mod LANES)
-                let want = (A::LANES - head_len(row)) % A::LANES;
-                (head_len(base) + want) % A::LANES
-            }
-            _ => 0,
-        };
-        Self { dw, db, off, n }
+        let ((dw, ow), (db, ob)) = (z(dw), z(db));
+        Self {
+            dw,
+            db,
+            off: (ow, ob),
+            n,
+        }
     }
 
     /// The dweight and dbias partials (each empty when not asked for).
     pub(crate) fn parts(&mut self) -> (&mut [A], &mut [A]) {
-        let (o, n) = (self.off, self.n);
+        let ((ow, ob), n) = (self.off, self.n);
         (
-            self.dw.get_mut(o..o + n).unwrap_or_default(),
-            self.db.get_mut(o..o + n).unwrap_or_default(),
+            self.dw.get_mut(ow..ow + n).unwrap_or_default(),
+            self.db.get_mut(ob..ob + n).unwrap_or_default(),
         )
     }
 
@@ -505,5 +510,33 @@ pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx:
             load_partial(pt),
         );
         store_partial(v, ot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both partial buffers sit at the alignment of the row they accumulate, each by its own
+    /// offset: two separately allocated buffers need not share an alignment (the fuzzer
+    /// found the shared offset's assertion failing), and every row offset is served.
+    #[test]
+    fn partials_take_the_alignment_of_the_row() {
+        let buf = vec![0.0f32; 4096 + 64];
+        for off in 0..16 {
+            for n in [1, 15, 16, 17, 300, 4096] {
+                let row = &buf[off..off + n];
+                let mut g = Grads::<f32>::zeros_like(n, true, true, row);
+                let (w, b) = g.parts();
+                assert_eq!((w.len(), b.len()), (n, n));
+                assert!(w.iter().chain(b.iter()).all(|v| *v == 0.0));
+                for p in [w.as_ptr() as usize, b.as_ptr() as usize] {
+                    assert_eq!(p % 64, row.as_ptr() as usize % 64, "off {off} n {n}");
+                }
+            }
+        }
+        let mut only_b = Grads::<f32>::zeros_like(8, false, true, &buf[3..11]);
+        let (w, b) = only_b.parts();
+        assert_eq!((w.len(), b.len()), (0, 8));
     }
 }

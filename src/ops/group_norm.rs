@@ -1,6 +1,6 @@
 //! GroupNorm / InstanceNorm forward: per (sample, group), the group's channels are one
 //! contiguous run of `channels/groups · hw` values in `(N, C, *)` order, so each is a row:
-//! shifted Welford statistics (`moments::row_shifted`), then every channel of the group
+//! centred one-pass statistics (`moments::row_shifted`), then every channel of the group
 //! normalized from cache with its weight and bias folded into the plan.
 
 use super::backward::{Center, Coef, Grads, dx_pass, rows_per_block, set_sums};

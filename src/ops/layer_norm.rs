@@ -1,5 +1,6 @@
-//! LayerNorm forward: per row, shifted Welford statistics (`moments::row_shifted`, one read
-//! of the row from memory), then the scale-and-shift step from L1/L2 (`ops::normalize`).
+//! LayerNorm forward: per row, statistics by one pass centred near the mean
+//! (`moments::row_shifted`, the row's one read from memory), then the scale-and-shift step
+//! from L1/L2 (`ops::normalize`).
 
 use super::backward::rows_backward;
 use super::{
