@@ -10,16 +10,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{data, in_pool, xor_fold};
+use support::{data, in_pool, threads, xor_fold};
 
 use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, oracle};
-
-fn threads() -> Vec<usize> {
-    std::env::var("SIMDNORM_BENCH_THREADS")
-        .ok()
-        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2])
-}
 
 fn bench_rows(c: &mut Criterion) {
     let shapes = [

@@ -42,3 +42,11 @@ pub fn in_pool<R>(
         start.elapsed()
     })
 }
+
+/// The rayon pool sizes to measure: `SIMDNORM_BENCH_THREADS=1,2,4` (default 1 and 2).
+pub fn threads() -> Vec<usize> {
+    std::env::var("SIMDNORM_BENCH_THREADS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2])
+}

@@ -15,14 +15,7 @@ use std::hint::black_box;
 
 #[path = "../../support/mod.rs"]
 mod support;
-use support::{data, in_pool};
-
-fn threads() -> Vec<usize> {
-    std::env::var("SIMDNORM_BENCH_THREADS")
-        .ok()
-        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2])
-}
+use support::{data, in_pool, threads};
 
 fn bench(c: &mut Criterion) {
     let shapes = [
@@ -137,9 +130,7 @@ fn bench_channels(c: &mut Criterion) {
                 })
             });
             g.bench_function("candle_batch_norm_eval", |bn| {
-                bn.iter_custom(|k| {
-                    in_pool(&p, k, || cbn.forward_t(black_box(&xt), false).unwrap())
-                })
+                bn.iter_custom(|k| in_pool(&p, k, || cbn.forward_t(black_box(&xt), false).unwrap()))
             });
             if let Layout::Nchw { n, hw } = layout {
                 let gn = GroupNorm::new(32, ch).weight(&w).bias(&b);

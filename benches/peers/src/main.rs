@@ -25,7 +25,9 @@ fn main() {
             let m = r.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let var = r.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n as f64;
             let a = 1.0 / (var + 1e-5).sqrt();
-            r.iter().map(move |&v| (v as f64 - m) * a).collect::<Vec<_>>()
+            r.iter()
+                .map(move |&v| (v as f64 - m) * a)
+                .collect::<Vec<_>>()
         })
         .collect();
     let max_err = |y: &[f32]| {
