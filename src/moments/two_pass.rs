@@ -65,25 +65,33 @@ fn dev_sum_vectors<T: Element>(
         <T::Acc as Float>::V::splat(s),
         <T::Acc as Float>::V::splat(-c),
     );
-    let zero = <T::Acc as Float>::V::ZERO;
     // `s = 1` (every call but a rescue): `x − c` is `fma(x, 1, −c)` bit for bit, on the adder.
-    let acc = if s == T::Acc::ONE {
-        sweep(x, (zero, zero), |(a, b), v, lanes| {
-            let d = lanes.keep::<T::Acc>(v + ncv);
-            *a = *a + d;
-            *b = d.mul_add(d, *b);
-        })
+    if s == T::Acc::ONE {
+        dev_sum_loop::<T, false>(x, sv, ncv)
     } else {
-        sweep(x, (zero, zero), |(a, b), v, lanes| {
-            let d = lanes.keep::<T::Acc>(v.mul_add(sv, ncv));
-            *a = *a + d;
-            *b = d.mul_add(d, *b);
-        })
-    };
+        dev_sum_loop::<T, true>(x, sv, ncv)
+    }
+}
+
+/// The loop of [`dev_sum_vectors`]: `d = x·s − c` (`S`), or `x − c`.
+#[inline(always)]
+fn dev_sum_loop<T: Element, const S: bool>(x: &[T], sv: V<T>, ncv: V<T>) -> (V<T>, V<T>) {
+    let zero = V::<T>::ZERO;
+    let acc = sweep(x, (zero, zero), |(a, b), v, lanes| {
+        let d = lanes.keep::<T::Acc>(if S { v.mul_add(sv, ncv) } else { v + ncv });
+        *a = *a + d;
+        *b = d.mul_add(d, *b);
+    });
     (
         acc_sum::<T::Acc>(acc.map(|a| a.0)),
         acc_sum::<T::Acc>(acc.map(|a| a.1)),
     )
+}
+
+/// Pairs of sums added member by member (scalars or vectors).
+#[inline(always)]
+fn add2<X: std::ops::Add<Output = X>>(a: (X, X), b: (X, X)) -> (X, X) {
+    (a.0 + b.0, a.1 + b.1)
 }
 
 /// The correction step: moments of `y` from the pass-2 sums around `c`.
@@ -136,7 +144,6 @@ const SUB: usize = 512;
 /// `par::reduce_blocks`, parallel for very long rows).
 pub(crate) fn piloted<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> {
     debug_assert!(!x.is_empty());
-    let add = |a: (T::Acc, T::Acc), b: (T::Acc, T::Acc)| (a.0 + b.0, a.1 + b.1);
     let pass = |c: T::Acc| {
         par::reduce_blocks(
             x,
@@ -145,10 +152,10 @@ pub(crate) fn piloted<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::A
                 // SUB/64 values in a row (f32) before the sums of the sub-blocks meet
                 let mut q = b.chunks(SUB).map(|b| dev_sum_vectors(b, s, c));
                 let first = q.next().unwrap_or((V::<T>::ZERO, V::<T>::ZERO));
-                let (a, b) = q.fold(first, |a, b| (a.0 + b.0, a.1 + b.1));
+                let (a, b) = q.fold(first, add2);
                 (lanes_of::<T::Acc>(a), lanes_of::<T::Acc>(b))
             },
-            &add,
+            &add2,
         )
     };
     let head = &x[..(x.len() / 8).clamp(16, SAMPLE).min(x.len())];
@@ -171,6 +178,6 @@ pub(crate) fn whole<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc
     debug_assert!(!x.is_empty());
     let total = par::reduce_blocks(x, &|b| sum(b, s, p), &|a, b| a + b);
     let c = p + total / T::Acc::from_u64(x.len() as u64);
-    let (sd, sd2) = par::reduce_blocks(x, &|b| dev_sums(b, s, c), &|a, b| (a.0 + b.0, a.1 + b.1));
+    let (sd, sd2) = par::reduce_blocks(x, &|b| dev_sums(b, s, c), &add2);
     finish(x.len(), p, c, sd, sd2)
 }
