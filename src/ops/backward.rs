@@ -172,7 +172,7 @@ pub(crate) fn dx_pass<T: Element>(
     db: Option<&mut [T::Acc]>,
 ) {
     // The head up to dx's first vector boundary apart (its partial load and store in the
-    // kernel's tail step), so that the stores of the body are aligned (see `ops::map_rows`;
+    // kernel's tail step), so that the stores of the body are aligned (see `ops::map_row`;
     // dw and db cannot take overlapped ends: they accumulate).
     let h = head_len(dx);
     if h > 0 && h < dx.len() {
