@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 
 mod support;
-use support::{data, in_pool, threads, xor_fold};
+use support::{data, in_pool, pool, threads, xor_fold};
 
 use simdnorm::{Moments, col_moments, moments, oracle, two_pass, welford};
 
@@ -28,13 +28,6 @@ fn read(t: usize, x: &[f32]) -> u32 {
     x.par_chunks(1 << 18)
         .map(xor_fold)
         .reduce(|| 0, |a, b| a ^ b)
-}
-
-fn pool(t: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build()
-        .unwrap()
 }
 
 fn bench_1d(c: &mut Criterion) {

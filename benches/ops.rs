@@ -10,29 +10,18 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{data, in_pool, threads, xor_fold};
+use support::{ROW_SHAPES, data, in_pool, pool, threads, xor_fold};
 
 use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, oracle};
 
 fn bench_rows(c: &mut Criterion) {
-    let shapes = [
-        (1usize, 4096usize),
-        (8, 4096),
-        (128, 4096),
-        (4096, 4096),
-        (16384, 1024),
-        (65536, 256),
-    ];
-    for (rows, n) in shapes {
+    for (rows, n) in ROW_SHAPES {
         let x = data(rows * n);
         let w = data(n);
         let b = data(n);
         let mut y = vec![0.0f32; x.len()];
         for t in threads() {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap();
+            let p = pool(t);
             let mut g = c.benchmark_group(format!("ops/f32/{rows}x{n}/threads{t}"));
             g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
             if x.len() >= 1 << 20 {
@@ -74,10 +63,7 @@ fn bench_channels(c: &mut Criterion) {
         let mut y = vec![0.0f32; x.len()];
         let (mut m, mut s) = (vec![0.0f32; ch], vec![0.0f32; ch]);
         for t in threads() {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap();
+            let p = pool(t);
             let mut g = c.benchmark_group(format!("bn/f32/{name}/threads{t}"));
             g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
             g.sample_size(20);
@@ -147,10 +133,7 @@ fn bench_backward(c: &mut Criterion) {
         let (mut y, mut m, mut s) = (vec![0.0f32; len], vec![0.0f32; rows], vec![0.0f32; rows]);
         let (mut dw, mut db) = (vec![0.0f32; n], vec![0.0f32; n]);
         for t in threads() {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap();
+            let p = pool(t);
             let mut g = c.benchmark_group(format!("backward/f32/{name}/threads{t}"));
             g.throughput(Throughput::Bytes((3 * len * 4) as u64));
             g.sample_size(20);
@@ -237,10 +220,7 @@ fn bench_half(c: &mut Criterion) {
                 vec![T::Acc::from_f64(0.1); n],
             );
             for t in threads() {
-                let p = rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap();
+                let p = pool(t);
                 let mut g = c.benchmark_group(format!("half/{dtype}/{rows}x{n}/threads{t}"));
                 g.throughput(Throughput::Bytes((2 * x.len() * size_of::<T>()) as u64));
                 g.sample_size(if rows * n >= 1 << 20 { 10 } else { 50 });

@@ -50,3 +50,22 @@ pub fn threads() -> Vec<usize> {
         .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2])
 }
+
+/// The (rows, hidden) shapes of the LayerNorm / RMSNorm benches (issue 3), shared by
+/// `benches/ops.rs` and the candle comparison in `benches/peers`.
+pub const ROW_SHAPES: [(usize, usize); 6] = [
+    (1, 4096),
+    (8, 4096),
+    (128, 4096),
+    (4096, 4096),
+    (16384, 1024),
+    (65536, 256),
+];
+
+/// A rayon pool of `t` threads.
+pub fn pool(t: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .unwrap()
+}

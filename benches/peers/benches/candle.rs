@@ -15,18 +15,10 @@ use std::hint::black_box;
 
 #[path = "../../support/mod.rs"]
 mod support;
-use support::{data, in_pool, threads};
+use support::{ROW_SHAPES, data, in_pool, pool, threads};
 
 fn bench(c: &mut Criterion) {
-    let shapes = [
-        (1usize, 4096usize),
-        (8, 4096),
-        (128, 4096),
-        (4096, 4096),
-        (16384, 1024),
-        (65536, 256),
-    ];
-    for (rows, n) in shapes {
+    for (rows, n) in ROW_SHAPES {
         let x = data(rows * n);
         let (w, b) = (data(n), data(n));
         let mut y = vec![0.0f32; x.len()];
@@ -37,10 +29,7 @@ fn bench(c: &mut Criterion) {
             Tensor::from_slice(&b, n, &dev).unwrap(),
         );
         for t in threads() {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap();
+            let p = pool(t);
             let mut g = c.benchmark_group(format!("peers/f32/{rows}x{n}/threads{t}"));
             g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
             if x.len() >= 1 << 20 {
@@ -101,10 +90,7 @@ fn bench_channels(c: &mut Criterion) {
         let cbn = candle_nn::BatchNorm::new(ch, t1(&rm), t1(&rv), t1(&w), t1(&b), 1e-5).unwrap();
         let cgn = candle_nn::GroupNorm::new(t1(&w), t1(&b), ch, 32, 1e-5).unwrap();
         for t in threads() {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap();
+            let p = pool(t);
             let mut g = c.benchmark_group(format!("peers/bn/f32/{name}/threads{t}"));
             g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
             g.sample_size(10);
