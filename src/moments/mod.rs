@@ -314,35 +314,21 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
 
 /// Statistics of values spread over `n` slices (`seg(i)`, some possibly empty, at least one
 /// not): a BatchNorm channel of an `(N, C, HW)` input, or its valid positions. One pilot for
-/// all slices (the median of the first, a middle and the last value), the slices' shifted
-/// Welford moments merged in the fixed pairwise tree of `par::reduce` (parallel for many).
+/// all slices ([`segments_pilot`]), the slices' shifted Welford moments merged in the fixed
+/// pairwise tree of `par::reduce` (parallel for many).
 pub(crate) fn segments_shifted<'x, T: Element>(
     n: usize,
     seg: &(impl Fn(usize) -> &'x [T] + Sync),
 ) -> (T::Acc, Run<T::Acc>) {
-    let first = (0..n).map(seg).find(|s| !s.is_empty()).unwrap_or(&[]);
-    let last = (0..n).rev().map(seg).find(|s| !s.is_empty()).unwrap_or(&[]);
-    let mid = Some(seg(n / 2)).filter(|s| !s.is_empty()).unwrap_or(first);
-    if first.is_empty() {
+    let Some(p) = segments_pilot(n, seg) else {
         return (T::Acc::ZERO, Run::Fast(Moments::EMPTY));
-    }
-    let p = pilot_of(&[first[0], mid[mid.len() / 2], last[last.len() - 1]]);
+    };
     let width = (0..n).map(|i| seg(i).len()).max().unwrap_or(1).max(1);
     let par_leaves = (tuning::PAR_ELEMS / width).max(2);
     let kernel = |s: T::Acc, p: T::Acc| {
-        par::reduce(
-            n,
-            par_leaves,
-            &|i| {
-                let x = seg(i);
-                if x.is_empty() {
-                    Moments::EMPTY
-                } else {
-                    welford_kernel(x, s, p)
-                }
-            },
-            &|a, b| a.merge(&b),
-        )
+        par::reduce(n, par_leaves, &|i| segment_kernel(seg(i), s, p), &|a, b| {
+            a.merge(&b)
+        })
     };
     let amax = || {
         (0..n)
@@ -350,6 +336,79 @@ pub(crate) fn segments_shifted<'x, T: Element>(
             .fold(T::Acc::ZERO, max_abs_scalar)
     };
     (p, run_with(p, kernel, amax))
+}
+
+/// The pilot of values spread over `n` slices: the median of the first value of the first
+/// non-empty slice, the middle value of the middle one and the last value of the last
+/// (`None` when every slice is empty).
+fn segments_pilot<'x, T: Element>(n: usize, seg: &impl Fn(usize) -> &'x [T]) -> Option<T::Acc> {
+    let first = (0..n).map(seg).find(|s| !s.is_empty())?;
+    let last = (0..n)
+        .rev()
+        .map(seg)
+        .find(|s| !s.is_empty())
+        .unwrap_or(first);
+    let mid = Some(seg(n / 2)).filter(|s| !s.is_empty()).unwrap_or(first);
+    Some(pilot_of(&[
+        first[0],
+        mid[mid.len() / 2],
+        last[last.len() - 1],
+    ]))
+}
+
+/// Shifted Welford moments of one slice (empty: [`Moments::EMPTY`]).
+fn segment_kernel<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> {
+    if x.is_empty() {
+        Moments::EMPTY
+    } else {
+        welford_kernel(x, s, p)
+    }
+}
+
+/// [`segments_shifted`] for all `c` channels of `(n, c, ·)` data at once, `seg(i, j)` the
+/// values of sample `i` in channel `j`: the slices are read in memory order (sample by
+/// sample, each sample's channels one after the other), which streams from DRAM like one
+/// long read, where a channel at a time is `n` short streams `c` slices apart (measured on
+/// (32, 64, 56, 56) f32, 1 thread: 2.0 ms a channel at a time against 0.7–0.9 ms for a plain
+/// read of x). Each channel's moments are merged over the samples in the same fixed tree as
+/// [`segments_shifted`]'s, so the results are the same bits; the rare channel that needs a
+/// rescue (overflow, NaN) is recomputed by [`segments_shifted`].
+pub(crate) fn channels_shifted<'x, T: Element>(
+    c: usize,
+    n: usize,
+    seg: &(impl Fn(usize, usize) -> &'x [T] + Sync),
+) -> Vec<(T::Acc, Run<T::Acc>)> {
+    let pilots: Vec<Option<T::Acc>> = (0..c).map(|j| segments_pilot(n, &|i| seg(i, j))).collect();
+    let pilot = |j: usize| pilots[j].unwrap_or(T::Acc::ZERO);
+    let width = (0..n)
+        .map(|i| (0..c).map(|j| seg(i, j).len()).sum::<usize>())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let moments = par::reduce(
+        n,
+        (tuning::PAR_ELEMS / width).max(2),
+        &|i| -> Vec<Moments<T::Acc>> {
+            (0..c)
+                .map(|j| segment_kernel(seg(i, j), T::Acc::ONE, pilot(j)))
+                .collect()
+        },
+        &|mut a, b| {
+            for (a, b) in a.iter_mut().zip(&b) {
+                *a = a.merge(b);
+            }
+            a
+        },
+    );
+    moments
+        .into_iter()
+        .enumerate()
+        .map(|(j, m)| match pilots[j] {
+            None => (T::Acc::ZERO, Run::Fast(Moments::EMPTY)),
+            Some(p) if !m.unshift(p, 0).needs_rescue() => (p, Run::Fast(m)),
+            Some(_) => segments_shifted(n, &|i| seg(i, j)),
+        })
+        .collect()
 }
 
 /// `Σ (x·2^k)² / n` and `k` (0 unless the squares overflow or underflow), or `None` when `x`

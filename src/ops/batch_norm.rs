@@ -19,7 +19,7 @@ use super::backward::{
 use super::{ColPlan, Plan, RowsMut, Stats, check_channels, check_param, normalize_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
-use crate::moments::{col_shifted, segments_shifted};
+use crate::moments::{channels_shifted, col_shifted};
 use crate::{par, tuning};
 
 /// How a BatchNorm input is stored.
@@ -441,8 +441,12 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         });
     }
 
-    /// `Nchw` training (and masked: `lengths`): per channel, statistics over its segments, then
-    /// the segments normalized while in cache; padding set to 0.
+    /// `Nchw` training (and masked: `lengths`): every channel's statistics over its segments
+    /// in one read of x in memory order (`moments::channels_shifted`), then the segments
+    /// normalized in a second streaming pass; padding set to 0. Two reads of x and one write,
+    /// each a plain stream: measured faster than a channel at a time with its segments
+    /// normalized from cache (1 read), whose `n` short strided streams per channel read at
+    /// about half the bandwidth.
     fn train_nchw(
         &self,
         x: &[T],
@@ -453,21 +457,24 @@ impl<'a, T: Element> BatchNorm<'a, T> {
     ) -> Vec<Stats<T::Acc>> {
         let c = self.channels;
         let valid = |i: usize| lengths.map_or(hw, |l| l[i]);
-        let per_task = (tuning::PAR_ELEMS / 4 / (n * hw)).max(1);
-        let parallel = par::worth_parallel(x.len());
-        each_channel(by_channel(y, c, n, hw), per_task, parallel, |ci, ch| {
-            let seg = |i: usize| &x[(i * c + ci) * hw..][..valid(i)];
-            let (p, run) = segments_shifted(n, &seg);
-            let stats = Stats::new(p, run, self.eps);
-            let (w, b) = self.affine(ci);
-            let plan = stats.plan.affine(w, b);
-            for (i, y) in ch.y.iter_mut().enumerate() {
-                let (v, pad) = y.split_at_mut(valid(i));
-                normalize_row(Some(seg(i)), v, None, None, plan);
-                pad.fill(T::from_acc(T::Acc::ZERO));
-            }
-            stats
-        })
+        let seg = |i: usize, j: usize| &x[(i * c + j) * hw..][..valid(i)];
+        let stats: Vec<Stats<T::Acc>> = channels_shifted(c, n, &seg)
+            .into_iter()
+            .map(|(p, run)| Stats::new(p, run, self.eps))
+            .collect();
+        let plans: Vec<Plan<T::Acc>> = (0..c)
+            .map(|j| {
+                let (w, b) = self.affine(j);
+                stats[j].plan.affine(w, b)
+            })
+            .collect();
+        RowsMut::<T, T::Acc>::new(hw, y, None, None, None).run(|k, r| {
+            let (i, j) = (k / c, k % c);
+            let (v, pad) = r.y.split_at_mut(valid(i));
+            normalize_row(Some(seg(i, j)), v, None, None, plans[j]);
+            pad.fill(T::from_acc(T::Acc::ZERO));
+        });
+        stats
     }
 
     /// Gradients of [`BatchNorm::forward_train`] from `dy`, `x` and the batch statistics
