@@ -94,10 +94,15 @@ fn add2<X: std::ops::Add<Output = X>>(a: (X, X), b: (X, X)) -> (X, X) {
     (a.0 + b.0, a.1 + b.1)
 }
 
-/// The correction step: moments of `y` from the pass-2 sums around `c`.
+/// `1/n` rounded once.
 #[inline]
-pub(crate) fn finish<A: Float>(n: usize, p: A, c: A, sd: A, sd2: A) -> Moments<A> {
-    let inv = A::ONE / A::from_u64(n as u64);
+fn inv_len<A: Float>(n: usize) -> A {
+    A::ONE / A::from_u64(n as u64)
+}
+
+/// The correction step: moments of `y` from the pass-2 sums around `c` (`inv = 1/n`).
+#[inline]
+pub(crate) fn finish<A: Float>(n: usize, inv: A, p: A, c: A, sd: A, sd2: A) -> Moments<A> {
     // `(Σd/n)·Σd`, not `(Σd)²/n`: the square overflows for sums far smaller than `A::MAX`
     // (|Σd| > 2^64 in f32), which broke the scale invariance of the ops' statistics.
     let md = sd * inv;
@@ -115,7 +120,7 @@ pub(crate) fn block<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc
     let m = sum(x, s, p) / T::Acc::from_u64(x.len() as u64);
     let c = p + m;
     let (sd, sd2) = dev_sums(x, s, c);
-    finish(x.len(), p, c, sd, sd2)
+    finish(x.len(), inv_len(x.len()), p, c, sd, sd2)
 }
 
 /// At most this many values (and at least 1/8 of the slice) refine the pilot of [`piloted`].
@@ -127,7 +132,7 @@ const SUB: usize = 512;
 
 /// Moments of `y = x·s − p` from one pass when a centre close to the mean is known: the
 /// second pass of [`whole`] (`Σd`, `Σd²` with `d = x·s − c`) around `c = p + the mean of y
-/// over the first n/8 values` (16 to 128 of them: `c` typically within σ/11 of the mean for
+/// over the first ~n/8 values` ([`head_mean`]: 16 to 128 of them: `c` typically within σ/11 of the mean for
 /// 4096-value rows, σ/6 for 256; a constant row still gets `c = p` exactly). Its correction
 /// `(Σd/n)·Σd` then cancels a small part of `Σd²`: at most 1/5 of it when `|mean_d| ≤ σ/2`,
 /// which is checked; otherwise (0.5 % of normal 256-value rows, fewer for longer ones; sorted
@@ -158,19 +163,31 @@ pub(crate) fn piloted<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::A
             &add2,
         )
     };
-    let head = &x[..(x.len() / 8).clamp(16, SAMPLE).min(x.len())];
-    let c = p + sum(head, s, p) / T::Acc::from_u64(head.len() as u64);
+    let c = p + head_mean(x, s, p);
     let (sd, sd2) = pass(c);
-    let n = T::Acc::from_u64(x.len() as u64);
-    let md = sd / n;
-    let m = finish(x.len(), p, c, sd, sd2);
+    let (n, inv) = (T::Acc::from_u64(x.len() as u64), inv_len(x.len()));
+    let md = sd * inv;
+    let m = finish(x.len(), inv, p, c, sd, sd2);
     // mean_d² ≤ (m2/n)/4, written without a division; false for NaN.
     if md * md * n * T::Acc::from_f64(4.0) <= m.m2 {
         return m;
     }
     let c = c + md;
     let (sd, sd2) = pass(c);
-    finish(x.len(), p, c, sd, sd2)
+    finish(x.len(), inv, p, c, sd, sd2)
+}
+
+/// The mean of `x·s − p` over the first values of `x`: n/8 of them rounded down to a power
+/// of two, 16 to [`SAMPLE`] (all of a shorter `x`), so that the mean is a product by an
+/// exact power of two and not a division (on the latency path of every row's statistics).
+#[inline]
+fn head_mean<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> T::Acc {
+    let want = (x.len() / 8).clamp(16, SAMPLE);
+    if x.len() < want {
+        return sum(x, s, p) / T::Acc::from_u64(x.len() as u64);
+    }
+    let k = want.ilog2();
+    sum(&x[..1 << k], s, p) * T::Acc::exp2i(-(k as i32))
 }
 
 /// Moments of `y = x·s − p` by two passes over the whole non-empty slice.
@@ -179,5 +196,5 @@ pub(crate) fn whole<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc
     let total = par::reduce_blocks(x, &|b| sum(b, s, p), &|a, b| a + b);
     let c = p + total / T::Acc::from_u64(x.len() as u64);
     let (sd, sd2) = par::reduce_blocks(x, &|b| dev_sums(b, s, c), &add2);
-    finish(x.len(), p, c, sd, sd2)
+    finish(x.len(), inv_len(x.len()), p, c, sd, sd2)
 }

@@ -659,7 +659,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         let update = |old: T::Acc, new: f64| T::Acc::from_f64((1.0 - f) * old.to_f64() + f * new);
         for ((s, m), v) in stats.iter().zip(run.mean).zip(run.var) {
             *m = update(*m, s.mean64);
-            *v = update(*v, s.var64);
+            *v = update(*v, s.var64());
         }
     }
 }

@@ -129,10 +129,12 @@ pub(crate) struct Stats<A> {
     pub(crate) mean: A,
     /// `1/sqrt(biased var + eps)` (0 for zero variance with eps = 0).
     pub(crate) rstd: A,
-    /// The mean and the unbiased variance in f64, for running statistics (NaN for fewer than
-    /// two values).
+    /// The mean in f64, for running statistics.
     pub(crate) mean64: f64,
-    pub(crate) var64: f64,
+    /// `m2` in f64 and the count, for [`Stats::var64`] (computed only where asked for: the
+    /// row ops never do, and a division per row shows on 256-value rows).
+    m2_64: f64,
+    count: u64,
 }
 
 impl<A: Float> Stats<A> {
@@ -147,7 +149,8 @@ impl<A: Float> Stats<A> {
                     mean: A::NAN,
                     rstd: A::NAN,
                     mean64: f64::NAN,
-                    var64: f64::NAN,
+                    m2_64: f64::NAN,
+                    count: 0,
                 };
             }
         };
@@ -155,17 +158,22 @@ impl<A: Float> Stats<A> {
         let (plan, rstd) = Plan::new(ps, m.mean, m.m2 / n, k, eps);
         let u = <f64 as Float>::exp2i(-k);
         let mean64 = (ps.to_f64() + m.mean.to_f64()) * u;
-        let var64 = if m.count >= 2 {
-            m.m2.to_f64() * u * u / (m.count - 1) as f64
-        } else {
-            f64::NAN
-        };
         Self {
             plan,
             mean: A::from_f64(mean64),
             rstd,
             mean64,
-            var64,
+            m2_64: m.m2.to_f64() * u * u,
+            count: m.count,
+        }
+    }
+
+    /// The unbiased variance in f64, for running statistics (NaN for fewer than two values).
+    pub(crate) fn var64(&self) -> f64 {
+        if self.count >= 2 {
+            self.m2_64 / (self.count - 1) as f64
+        } else {
+            f64::NAN
         }
     }
 }
