@@ -50,6 +50,9 @@ pub trait Vector<A: Float>: Arith + Send + Sync + Debug {
     fn abs(self) -> Self;
     /// Lane-wise maximum; a NaN or ±∞ lane in `self` or `other` gives a NaN lane.
     fn max_nan(self, other: Self) -> Self;
+    /// The sum of the lanes, in a fixed order for a given build (`wide`'s `reduce_add`:
+    /// halves added until one lane is left, by shuffles instead of a store and scalar adds).
+    fn reduce_add(self) -> A;
 }
 
 /// An accumulator type: `f32` or `f64` (sealed). Also an [`Element`] (its own accumulator).
@@ -181,6 +184,10 @@ macro_rules! impl_float {
                 // `max` returns the non-NaN operand; `x − x` is 0 for finite x and NaN for NaN
                 // and ±∞, so adding it marks every non-finite lane.
                 <$v>::max(self, other) + (self - self) + (other - other)
+            }
+            #[inline(always)]
+            fn reduce_add(self) -> $t {
+                <$v>::reduce_add(self)
             }
         }
         impl Float for $t {

@@ -124,19 +124,12 @@ pub(crate) fn acc_sum<A: Float>(acc: [A::V; NACC]) -> A::V {
     v[0]
 }
 
-/// Sum of the lanes of one vector, by a fixed pairwise tree.
+/// Sum of the lanes of one vector, in a fixed order ([`Vector::reduce_add`]: the same
+/// pairwise halving tree on AVX-512 as the scalar tree over the lane array it replaced, and
+/// no trip through memory).
 #[inline]
 pub(crate) fn lanes_of<A: Float>(v: A::V) -> A {
-    let mut a = v.to_array();
-    let lanes = a.as_mut();
-    let mut width = lanes.len();
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            lanes[i] = lanes[i] + lanes[i + width];
-        }
-    }
-    lanes[0]
+    v.reduce_add()
 }
 
 /// Chan, Golub & LeVeque (1979) pairwise update. With `δ = mean_b − mean_a`, `n = n_a + n_b`,
