@@ -4,12 +4,14 @@
 //! ```text
 //! Nc / Nhwc  (rows, C), rows = N·HW:  STATS  moments::col_shifted (one read of x, columns in
 //!                                            lanes, rows streamed)
-//!                                     NORM   ColPlan: blocks of whole rows, one plan per lane
-//! Nchw       (N, C, HW):              per channel (parallel over channels):
-//!                                     STATS  moments::segments_shifted over its N segments
-//!                                     NORM   the same segments right after, while they are
-//!                                            still in L2 (a channel of (32, 64, 56, 56) f32
-//!                                            is 401 KB: x is read from memory once)
+//!                                     NORM   ColPlan: whole rows, one plan per lane (in
+//!                                            registers when it repeats every ≤ 4 vectors)
+//! Nchw       (N, C, HW):              STATS  moments::channels_shifted: every channel's
+//!                                            segments in memory order (one streaming read;
+//!                                            parallel over samples, fixed merge tree)
+//!                                     NORM   the (n, c) segments, a streaming pass (x read
+//!                                            twice: a channel at a time read its strided
+//!                                            segments at half the bandwidth)
 //! ```
 //! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel.
 

@@ -679,9 +679,10 @@ impl<A: Float> ColPlan<A> {
         }
     }
 
-    /// `dst = plan_j(src)` for one block. `REGS`: the plans repeat every `K` vectors and are
-    /// held in registers for the aligned body (loaded at the body's phase); otherwise (and for
-    /// the row ends) loaded at the offsets of the values.
+    /// `dst = plan_j(src)` for one block of whole rows, or with `REGS` for any run of whole
+    /// rows: the plans repeat every `K` vectors and are held in registers for the aligned
+    /// body (loaded at the body's phase); otherwise (and for the ends) loaded from the arrays
+    /// at the offsets of the values.
     #[inline]
     fn segment<
         T: Element<Acc = A>,
