@@ -889,23 +889,25 @@ mod tests {
         }
     }
 
+    /// Runs a generic check for every element type.
+    macro_rules! for_every_element {
+        ($check:ident) => {
+            $check::<f32>();
+            $check::<f64>();
+            #[cfg(feature = "half")]
+            $check::<half::f16>();
+            #[cfg(feature = "half")]
+            $check::<half::bf16>();
+        };
+    }
+
     #[test]
     fn col_plans_in_registers_match_the_block_arrays() {
-        col_plans_agree::<f32>();
-        col_plans_agree::<f64>();
-        #[cfg(feature = "half")]
-        col_plans_agree::<half::f16>();
-        #[cfg(feature = "half")]
-        col_plans_agree::<half::bf16>();
+        for_every_element!(col_plans_agree);
     }
 
     #[test]
     fn map_row_covers_every_value_at_every_offset() {
-        map_row_covers::<f32>();
-        map_row_covers::<f64>();
-        #[cfg(feature = "half")]
-        map_row_covers::<half::f16>();
-        #[cfg(feature = "half")]
-        map_row_covers::<half::bf16>();
+        for_every_element!(map_row_covers);
     }
 }
