@@ -11,7 +11,7 @@ const CLASSES: usize = 64;
 
 /// Streaming mean and variance: push values one at a time, extend by slices, merge states.
 ///
-/// As accurate as [`welford`] on the same data, which a textbook one-value-at-a-time
+/// As accurate as [`welford`](crate::welford) on the same data, which a textbook one-value-at-a-time
 /// Welford is not (its error grows with the count: 2e-6 relative at 4096 f32 values, against
 /// 1e-7 for the blocked kernel). The state keeps:
 /// * a *pilot* (the median of three of the first values added): everything inside is the moments of `x − pilot`, so parts
@@ -22,9 +22,9 @@ const CLASSES: usize = 64;
 ///   O(log n) Chan merges.
 ///
 /// It holds no heap memory (about 2 KiB for f64) and is `Copy`. Each part is rescued from
-/// overflow and underflow as [`welford`] is. Limit: parts are merged in unscaled units, so
+/// overflow and underflow as [`welford`](crate::welford) is. Limit: parts are merged in unscaled units, so
 /// when the deviations between parts' means square below `A::MIN_POSITIVE` (f32 data with
-/// σ below ~1e-17) the merges lose accuracy that [`welford`], which scales the whole slice,
+/// σ below ~1e-17) the merges lose accuracy that [`welford`](crate::welford), which scales the whole slice,
 /// keeps; and a mean whose distance from the pilot exceeds `A::MAX` (values of both signs
 /// near ±`A::MAX`) is not representable in the state.
 ///
@@ -195,7 +195,7 @@ impl<A: Float> Welford<A> {
         self.pilot = A::ZERO;
     }
 
-    /// Moments of `x − pilot`, rescued like [`welford`]'s.
+    /// Moments of `x − pilot`, rescued like [`welford`](crate::welford)'s.
     fn part<T: Element<Acc = A>>(&self, x: &[T], p: A) -> Moments<A> {
         // The part's own pilot, then re-shifted to `p`: running the kernel with `p` itself
         // overflowed when `p` lies far outside the part (`p·2^k` of the rescue, found by the
