@@ -151,6 +151,16 @@ fn set_lane<A: Float>(
     *v = Vector::from_array(arr);
 }
 
+/// The starting states of `row_len` columns: mean and m2 0, scale 1, pilot `pilot(j)`.
+fn initial<T: Element>(row_len: usize, pilot: impl Fn(usize) -> T::Acc) -> Vec<State<V<T>>> {
+    let (zero, one) = (V::<T>::ZERO, V::<T>::splat(T::Acc::ONE));
+    let mut init = vec![(zero, zero, one, zero); row_len.div_ceil(T::Acc::LANES)];
+    for j in 0..row_len {
+        set_lane(&mut init, |s| &mut s.3, j, -pilot(j));
+    }
+    init
+}
+
 /// Shifted statistics of every column of a checked matrix with `rows ≥ 1`: `emit(j, p, run)`
 /// for each column `j` in order, `p` its pilot and `run` the moments of `x − p` (or of the
 /// rescaled column, see `Run`). `col_moments` unshifts them; BatchNorm keeps them apart.
@@ -161,8 +171,6 @@ pub(crate) fn col_shifted<T: Element>(
     mut emit: impl FnMut(usize, T::Acc, Run<T::Acc>),
 ) {
     let cols = Cols { x, row_len };
-    let (zero, one) = (V::<T>::ZERO, V::<T>::splat(T::Acc::ONE));
-    let mut init = vec![(zero, zero, one, zero); row_len.div_ceil(T::Acc::LANES)];
     // Pilot: per column, the median of the first, middle and last rows (see `pilot_of`).
     let pilot =
         |j: usize| super::pilot_of(&[cols.row(0)[j], cols.row(rows / 2)[j], cols.row(rows - 1)[j]]);
@@ -172,9 +180,7 @@ pub(crate) fn col_shifted<T: Element>(
         }
         return;
     }
-    for j in 0..row_len {
-        set_lane(&mut init, |s| &mut s.3, j, -pilot(j));
-    }
+    let mut init = initial::<T>(row_len, pilot);
     let fast = cols.moments(rows, &init, false);
     let shifted = |st: &Leaf<V<T>>, j: usize| Moments {
         count: st.count,
@@ -240,12 +246,8 @@ fn folded<T: Element>(
         x,
         row_len: g * row_len,
     };
-    let (zero, one) = (V::<T>::ZERO, V::<T>::splat(T::Acc::ONE));
-    let mut init = vec![(zero, zero, one, zero); wide.row_len.div_ceil(T::Acc::LANES)];
     let pilots: Vec<T::Acc> = (0..row_len).map(pilot).collect();
-    for j in 0..wide.row_len {
-        set_lane(&mut init, |s| &mut s.3, j, -pilots[j % row_len]);
-    }
+    let init = initial::<T>(wide.row_len, |j| pilots[j % row_len]);
     let leaf = wide.moments(rows / g, &init, false);
     let column = |j: usize| Moments {
         count: leaf.count,

@@ -11,22 +11,23 @@ const CLASSES: usize = 64;
 
 /// Streaming mean and variance: push values one at a time, extend by slices, merge states.
 ///
-/// As accurate as [`welford`](crate::welford) on the same data, which a textbook one-value-at-a-time
-/// Welford is not (its error grows with the count: 2e-6 relative at 4096 f32 values, against
-/// 1e-7 for the blocked kernel). The state keeps:
-/// * a *pilot* (the median of three of the first values added): everything inside is the moments of `x − pilot`, so parts
-///   merge without rounding a large mean;
+/// As accurate as [`welford`](crate::welford) on the same data, which a textbook
+/// one-value-at-a-time Welford is not (its error grows with the count: 2e-6 relative at 4096
+/// f32 values, against 1e-7 for the blocked kernel). The state keeps:
+/// * a *pilot* (the median of three of the first values added): everything inside is the
+///   moments of `x − pilot`, so parts merge without rounding a large mean;
 /// * a buffer of 64 pushed values, run through the SIMD Welford kernel when full;
 /// * a cascade of parts by size class (a binary counter, as pairwise summation): a new part
 ///   is merged with the stored part of its class and carried up, so every value goes through
 ///   O(log n) Chan merges.
 ///
 /// It holds no heap memory (about 2 KiB for f64) and is `Copy`. Each part is rescued from
-/// overflow and underflow as [`welford`](crate::welford) is. Limit: parts are merged in unscaled units, so
-/// when the deviations between parts' means square below `A::MIN_POSITIVE` (f32 data with
-/// σ below ~1e-17) the merges lose accuracy that [`welford`](crate::welford), which scales the whole slice,
-/// keeps; and a mean whose distance from the pilot exceeds `A::MAX` (values of both signs
-/// near ±`A::MAX`) is not representable in the state.
+/// overflow and underflow as [`welford`](crate::welford) is. Limit: parts are merged in
+/// unscaled units, so when the deviations between parts' means square below
+/// `A::MIN_POSITIVE` (f32 data with σ below ~1e-17) the merges lose accuracy that
+/// [`welford`](crate::welford), which scales the whole slice, keeps; and a mean whose
+/// distance from the pilot exceeds `A::MAX` (values of both signs near ±`A::MAX`) is not
+/// representable in the state.
 ///
 /// # Example
 /// ```

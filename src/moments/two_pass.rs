@@ -132,8 +132,9 @@ const SUB: usize = 512;
 
 /// Moments of `y = x·s − p` from one pass when a centre close to the mean is known: the
 /// second pass of [`whole`] (`Σd`, `Σd²` with `d = x·s − c`) around `c = p + the mean of y
-/// over the first ~n/8 values` ([`head_mean`]: 16 to 128 of them: `c` typically within σ/11 of the mean for
-/// 4096-value rows, σ/6 for 256; a constant row still gets `c = p` exactly). Its correction
+/// over the first ~n/8 values` ([`head_mean`]: 16 to 128 of them: `c` typically within σ/11
+/// of the mean for 4096-value rows, σ/6 for 256; a constant row still gets `c = p` exactly).
+/// Its correction
 /// `(Σd/n)·Σd` then cancels a small part of `Σd²`: at most 1/5 of it when `|mean_d| ≤ σ/2`,
 /// which is checked; otherwise (0.5 % of normal 256-value rows, fewer for longer ones; sorted
 /// or drifting rows; non-finite sums) the pass is repeated around `c + mean_d`, exactly as
