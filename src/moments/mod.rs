@@ -575,3 +575,60 @@ pub fn col_moments<T: Element>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `channels_shifted` (all channels in one memory-order read) gives, channel by channel,
+    /// the same pilot and the same bits as `segments_shifted` over that channel alone: for
+    /// ordinary, constant, empty (masked), rescued (near `f32::MAX`, and 1e-30) and NaN
+    /// channels, with and without per-sample valid lengths.
+    #[test]
+    fn channels_in_memory_order_match_one_channel_at_a_time() {
+        let (n, c, hw) = (5, 7, 37);
+        let mut s = 0x9e37_79b9_u32;
+        let mut x: Vec<f32> = (0..n * c * hw)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                1.0e4 + (s as f32 / u32::MAX as f32 - 0.5)
+            })
+            .collect();
+        for i in 0..n {
+            let at = |j: usize, k: usize| (i * c + j) * hw + k;
+            for k in 0..hw {
+                x[at(1, k)] = 3.5; // constant
+                x[at(2, k)] *= 3.0e34; // squares overflow: rescued
+                x[at(3, k)] *= 1.0e-34; // squares underflow: rescued
+            }
+            x[at(4, 11)] = f32::NAN;
+        }
+        let bits = |(p, run): (f32, Run<f32>)| {
+            let (tag, m, ps, k) = match run {
+                Run::Fast(m) => (0, m, 0.0, 0),
+                Run::Scaled(m, ps, k) => (1, m, ps, k),
+                Run::Nan(count) => (2, Moments::nan(count), 0.0, 0),
+            };
+            (
+                p.to_bits(),
+                tag,
+                m.count,
+                m.mean.to_bits(),
+                m.m2.to_bits(),
+                ps.to_bits(),
+                k,
+            )
+        };
+        for lengths in [None, Some([37usize, 0, 12, 37, 1])] {
+            let valid = |i: usize| lengths.map_or(hw, |l| l[i]);
+            let seg = |i: usize, j: usize| &x[(i * c + j) * hw..][..valid(i)];
+            let all = channels_shifted(c, n, &seg);
+            for (j, got) in all.into_iter().enumerate() {
+                let want = segments_shifted(n, &|i| seg(i, j));
+                assert_eq!(bits(got), bits(want), "channel {j}, lengths {lengths:?}");
+            }
+        }
+    }
+}
