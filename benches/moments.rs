@@ -10,11 +10,11 @@
 //! `cargo bench --bench moments` (all); `cargo bench --bench moments -- 'f32/100000000'` (one).
 //! Set `SIMDNORM_BENCH_THREADS=1,2` to choose the pool sizes (default 1 and 2).
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{data, in_pool, pool, threads, xor_fold};
+use support::{data, group_with_copy, in_pool, pool, threads, xor_fold};
 
 use simdnorm::{Moments, col_moments, moments, oracle, two_pass, welford};
 
@@ -36,12 +36,9 @@ fn bench_1d(c: &mut Criterion) {
         let mut dst = vec![0.0f32; n];
         for t in threads() {
             let p = pool(t);
-            let mut g = c.benchmark_group(format!("moments/f32/{n}/threads{t}"));
-            g.throughput(Throughput::Bytes((n * 4) as u64));
-            if n >= 1_000_000 {
-                g.sample_size(10);
-            }
-            g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
+            let samples = if n >= 1_000_000 { 10 } else { 100 };
+            let name = format!("moments/f32/{n}/threads{t}");
+            let mut g = group_with_copy(c, name, n * 4, samples, &x, &mut dst);
             g.bench_function("read", |b| {
                 b.iter_custom(|k| in_pool(&p, k, || read(t, black_box(&x))))
             });
@@ -63,10 +60,8 @@ fn bench_1d(c: &mut Criterion) {
     let n = 1_000_000;
     let x: Vec<f64> = data(n).iter().map(|&v| v as f64).collect();
     let mut dst = vec![0.0f64; n];
-    let mut g = c.benchmark_group(format!("moments/f64/{n}/threads1"));
-    g.throughput(Throughput::Bytes((n * 8) as u64));
-    g.sample_size(20);
-    g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
+    let name = format!("moments/f64/{n}/threads1");
+    let mut g = group_with_copy(c, name, n * 8, 20, &x, &mut dst);
     let p = pool(1);
     g.bench_function("moments", |b| {
         b.iter_custom(|k| in_pool(&p, k, || moments(black_box(&x))))
@@ -84,10 +79,8 @@ fn bench_cols(c: &mut Criterion) {
     let mut out = vec![Moments::<f32>::default(); cols];
     for t in threads() {
         let p = pool(t);
-        let mut g = c.benchmark_group(format!("col_moments/f32/{rows}x{cols}/threads{t}"));
-        g.throughput(Throughput::Bytes((x.len() * 4) as u64));
-        g.sample_size(10);
-        g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&x))));
+        let name = format!("col_moments/f32/{rows}x{cols}/threads{t}");
+        let mut g = group_with_copy(c, name, x.len() * 4, 10, &x, &mut dst);
         g.bench_function("read", |b| {
             b.iter_custom(|k| in_pool(&p, k, || read(t, black_box(&x))))
         });

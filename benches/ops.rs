@@ -6,11 +6,11 @@
 //! `SIMDNORM_BENCH_THREADS=1,2` chooses the pool sizes (default 1 and 2). The ops run on the
 //! pool (`support::in_pool`: one `install` per sample).
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{ROW_SHAPES, data, in_pool, pool, threads, xor_fold};
+use support::{ROW_SHAPES, data, group_with_copy, in_pool, pool, threads, xor_fold};
 
 use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, oracle};
 
@@ -22,12 +22,9 @@ fn bench_rows(c: &mut Criterion) {
         let mut y = vec![0.0f32; x.len()];
         for t in threads() {
             let p = pool(t);
-            let mut g = c.benchmark_group(format!("ops/f32/{rows}x{n}/threads{t}"));
-            g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
-            if x.len() >= 1 << 20 {
-                g.sample_size(10);
-            }
-            g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+            let samples = if x.len() >= 1 << 20 { 10 } else { 100 };
+            let name = format!("ops/f32/{rows}x{n}/threads{t}");
+            let mut g = group_with_copy(c, name, 2 * x.len() * 4, samples, &x, &mut y);
             if t == 1 && x.len() <= 1 << 19 {
                 g.bench_function("oracle_layer_norm", |bn| {
                     bn.iter(|| oracle::layer_norm(black_box(&x), n, &w, &b, 1e-5))
@@ -64,10 +61,8 @@ fn bench_channels(c: &mut Criterion) {
         let (mut m, mut s) = (vec![0.0f32; ch], vec![0.0f32; ch]);
         for t in threads() {
             let p = pool(t);
-            let mut g = c.benchmark_group(format!("bn/f32/{name}/threads{t}"));
-            g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
-            g.sample_size(20);
-            g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+            let group = format!("bn/f32/{name}/threads{t}");
+            let mut g = group_with_copy(c, group, 2 * x.len() * 4, 20, &x, &mut y);
             g.bench_function("read", |bn| bn.iter(|| xor_fold(black_box(&x))));
             if t == 1 && matches!(layout, Layout::Nchw { .. }) {
                 g.sample_size(10);
@@ -134,12 +129,8 @@ fn bench_backward(c: &mut Criterion) {
         let (mut dw, mut db) = (vec![0.0f32; n], vec![0.0f32; n]);
         for t in threads() {
             let p = pool(t);
-            let mut g = c.benchmark_group(format!("backward/f32/{name}/threads{t}"));
-            g.throughput(Throughput::Bytes((3 * len * 4) as u64));
-            g.sample_size(20);
-            g.bench_function("copy", |bn| {
-                bn.iter(|| dst.copy_from_slice(black_box(&big)))
-            });
+            let group = format!("backward/f32/{name}/threads{t}");
+            let mut g = group_with_copy(c, group, 3 * len * 4, 20, &big, &mut dst);
             match layout {
                 None => {
                     let ln = LayerNorm::new(n).weight(&w);
@@ -221,10 +212,12 @@ fn bench_half(c: &mut Criterion) {
             );
             for t in threads() {
                 let p = pool(t);
-                let mut g = c.benchmark_group(format!("half/{dtype}/{rows}x{n}/threads{t}"));
-                g.throughput(Throughput::Bytes((2 * x.len() * size_of::<T>()) as u64));
-                g.sample_size(if rows * n >= 1 << 20 { 10 } else { 50 });
-                g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+                let samples = if rows * n >= 1 << 20 { 10 } else { 50 };
+                let (name, bytes) = (
+                    format!("half/{dtype}/{rows}x{n}/threads{t}"),
+                    2 * x.len() * size_of::<T>(),
+                );
+                let mut g = group_with_copy(c, name, bytes, samples, &x, &mut y);
                 let ln = LayerNorm::new(n).weight(&w).bias(&b);
                 g.bench_function("layer_norm", |bn| {
                     bn.iter_custom(|k| {

@@ -1,4 +1,5 @@
-//! Data and the read-only baseline shared by `benches/` and `examples/roofline.rs`.
+//! Data, the read-only baseline and the copy-baseline group shared by `benches/` and
+//! `examples/roofline.rs`.
 #![allow(dead_code)]
 
 /// `n` values near 1e4 (|mean|/σ ≈ 3.5e4) from a xorshift generator: deterministic, cheap.
@@ -68,4 +69,23 @@ pub fn pool(t: usize) -> rayon::ThreadPool {
         .num_threads(t)
         .build()
         .unwrap()
+}
+
+/// A criterion group `name` counting `bytes` per call with `samples` samples, opened with the
+/// baseline its ratios are read against: `dst.copy_from_slice(src)` on the caller's thread.
+pub fn group_with_copy<'c, T: Copy>(
+    c: &'c mut criterion::Criterion,
+    name: String,
+    bytes: usize,
+    samples: usize,
+    src: &[T],
+    dst: &mut [T],
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.throughput(criterion::Throughput::Bytes(bytes as u64));
+    g.sample_size(samples);
+    g.bench_function("copy", |b| {
+        b.iter(|| dst.copy_from_slice(std::hint::black_box(src)))
+    });
+    g
 }

@@ -9,13 +9,13 @@
 //! simdnorm writes into a preallocated output.
 
 use candle_core::{Device, Tensor};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use simdnorm::{LayerNorm, RmsNorm};
 use std::hint::black_box;
 
 #[path = "../../support/mod.rs"]
 mod support;
-use support::{ROW_SHAPES, data, in_pool, pool, threads};
+use support::{ROW_SHAPES, data, group_with_copy, in_pool, pool, threads};
 
 fn bench(c: &mut Criterion) {
     for (rows, n) in ROW_SHAPES {
@@ -30,12 +30,9 @@ fn bench(c: &mut Criterion) {
         );
         for t in threads() {
             let p = pool(t);
-            let mut g = c.benchmark_group(format!("peers/f32/{rows}x{n}/threads{t}"));
-            g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
-            if x.len() >= 1 << 20 {
-                g.sample_size(10);
-            }
-            g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+            let samples = if x.len() >= 1 << 20 { 10 } else { 100 };
+            let name = format!("peers/f32/{rows}x{n}/threads{t}");
+            let mut g = group_with_copy(c, name, 2 * x.len() * 4, samples, &x, &mut y);
             let ln = LayerNorm::new(n).weight(&w).bias(&b);
             let rms = RmsNorm::new(n).weight(&w);
             g.bench_function("simdnorm_layer_norm", |bn| {
@@ -91,10 +88,8 @@ fn bench_channels(c: &mut Criterion) {
         let cgn = candle_nn::GroupNorm::new(t1(&w), t1(&b), ch, 32, 1e-5).unwrap();
         for t in threads() {
             let p = pool(t);
-            let mut g = c.benchmark_group(format!("peers/bn/f32/{name}/threads{t}"));
-            g.throughput(Throughput::Bytes((2 * x.len() * 4) as u64));
-            g.sample_size(10);
-            g.bench_function("copy", |bn| bn.iter(|| y.copy_from_slice(black_box(&x))));
+            let group = format!("peers/bn/f32/{name}/threads{t}");
+            let mut g = group_with_copy(c, group, 2 * x.len() * 4, 10, &x, &mut y);
             let op = BatchNorm::new(ch).weight(&w).bias(&b);
             g.bench_function("simdnorm_batch_norm_train", |bn| {
                 bn.iter_custom(|k| {
