@@ -48,12 +48,6 @@ pub const COLD_FACTOR: usize = 16;
 /// in L2 (`COL_LEAF_BYTES`).
 pub const COL_BLOCK_VECTORS: usize = 16;
 
-/// Values per block of a BatchNorm `(rows, C)` normalize step (`ops::ColPlan`): the
-/// per-column plans are repeated over `COL_PLAN_VALUES / C` rows, so narrow rows are
-/// normalized as one run of vectors (5 plan arrays of 512 f32 = 10 KiB, in L1). Plans that
-/// repeat every ≤ 4 vectors are held in registers instead, over one run per call.
-pub const COL_PLAN_VALUES: usize = 512;
-
 /// Values per leaf block of the cross-row reductions of the backward passes (LayerNorm /
 /// RMSNorm dweight and dbias, GroupNorm per-channel sums): each block sums its rows into one
 /// partial per feature, and blocks merge in the fixed tree of `par`. 32 rows of 4096 f32 per

@@ -435,9 +435,9 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         stats
     }
 
-    /// `(rows, C)` data normalized by per-column plans, in tasks of whole plan blocks.
+    /// `(rows, C)` data normalized by per-column plans, in tasks of whole rows.
     fn rows_normalize(&self, x: &[T], y: &mut [T], plan: &ColPlan<T::Acc>) {
-        let per_task = (tuning::PAR_ELEMS / 4).div_ceil(plan.block) * plan.block;
+        let per_task = (tuning::PAR_ELEMS / 4).div_ceil(plan.cols) * plan.cols;
         par::for_each_chunk_mut(y, per_task, par::worth_parallel(x.len()), |i, y| {
             plan.normalize(&x[i * per_task..][..y.len()], y);
         });

@@ -581,15 +581,25 @@ fn scaled_or_not<T: Element, const W: bool, const B: bool, const U: bool>(
     }
 }
 
-/// One [`Plan`] per column of `(rows, C)` data (BatchNorm `Nc` / `Nhwc`), repeated over
-/// `reps` rows so that a block of `reps` whole rows is normalized as one flat run of vectors
-/// (a 64-channel row alone is four vectors: the per-row overhead would dominate).
+/// One [`Plan`] per column of `(rows, C)` data (BatchNorm `Nc` / `Nhwc`), normalizing a run
+/// of whole rows as one flat run of vectors (a 64-channel row alone is four vectors: per-row
+/// set-up would dominate; so did the set-up of 512-value blocks: the (65536, 256) eval ran
+/// at 6.6 ms against 4.7 ms as one run, A/B probe).
 ///
-/// The plans repeat every `period` vectors (`lcm(C, LANES)` values). Where that is at most 4
-/// vectors (in f32: C = 16, 32, 48, 64 and their divisors; 6 plan fields × 4 vectors is 24 of
-/// AVX-512's 32 registers) the plan vectors are loaded once per call and kept in registers
-/// ([`map_row_grouped`]): one load per output vector instead of up to six. Measured on the
-/// (32·3136, 64) eval, 1 thread: 68 → 103 % of copy (A/B probe, same process as the copy).
+/// The plans repeat every `period` vectors (`lcm(C, LANES)` values), and the vector at
+/// offset `i` of a run takes the plans stored at `i mod lcm` (the arrays hold each column's
+/// plan at every index `≡ j mod C`, one period and a vector long, to cover the aligned
+/// body's phase). Three ways to fetch them:
+/// * periods of at most 4 vectors (in f32: C = 16, 32, 48, 64 and their divisors; 6 plan
+///   fields × 4 vectors is 24 of AVX-512's 32 registers): loaded once per call and kept in
+///   registers ([`map_row_grouped`]), one load per output vector instead of up to six.
+///   (32·3136, 64) eval, 1 thread: 68 → 103 % of copy (A/B probe);
+/// * periods of 8 and 16 vectors (C = 128, 256 in f32): unrolled groups of 16 vectors, each
+///   loading its plans from 16 fixed offsets (no index arithmetic);
+/// * any other period: an offset that steps one vector per vector and wraps at the period.
+///   (N, 512) and (N, 1024) eval: 84 → 104 %, 71 → 103 % of copy against the blocks.
+///   From C ≈ 2048 f32 the plan arrays no longer fit L1 beside the rows (as LayerNorm's
+///   weight and bias): (4096, 4096) eval 65 % of copy, either way.
 pub(crate) struct ColPlan<A> {
     s: Vec<A>,
     nps: Vec<A>,
@@ -604,28 +614,31 @@ pub(crate) struct ColPlan<A> {
     offset: bool,
     /// Vectors after which the plans repeat.
     period: usize,
-    /// Values per block: `reps · C`.
-    pub(crate) block: usize,
+    /// Columns (C): runs start on a multiple of it.
+    pub(crate) cols: usize,
 }
+
+/// Vectors per unrolled group of [`ColPlan`]'s fixed-offset mode (periods of 8 and 16).
+const FIXED_GROUP: usize = 16;
 
 impl<A: Float> ColPlan<A> {
     /// From one plan per column (`plans.len()` = C).
     pub(crate) fn new(plans: &[Plan<A>]) -> Self {
-        let cols = plans.len();
-        let reps = (tuning::COL_PLAN_VALUES / cols).max(1);
-        let block = reps * cols;
+        let (cols, lanes) = (plans.len(), A::LANES);
+        let period = cols / gcd(cols, lanes);
+        // the aligned body starts up to a vector into the period, and the fixed-offset
+        // groups of a period of 8 span two periods
+        let len = (period.max(FIXED_GROUP) + 1) * lanes;
         // one row of values, then copies of it (memcpy, not an element-wise iterator: a
         // 64-channel plan's 5 × 512 values cost microseconds that way, at every call)
         let field = |f: fn(&Plan<A>) -> A| {
-            let mut v: Vec<A> = Vec::with_capacity(block);
+            let mut v: Vec<A> = Vec::with_capacity(len);
             v.extend(plans.iter().map(f));
-            while v.len() < block {
-                v.extend_from_within(..(block - v.len()).min(v.len()));
+            while v.len() < len {
+                v.extend_from_within(..(len - v.len()).min(v.len()));
             }
             v
         };
-        let lanes = A::LANES;
-        let period = cols / gcd(cols, lanes);
         Self {
             s: field(|p| p.s),
             nps: field(|p| -p.ps),
@@ -640,54 +653,47 @@ impl<A: Float> ColPlan<A> {
             scaled: plans.iter().any(|p| p.s != A::ONE),
             offset: plans.iter().any(|p| p.m != A::ZERO),
             period,
-            block,
+            cols,
         }
     }
 
-    /// Normalizes whole rows `src` (starting at a row boundary) into `dst`: in one run over
-    /// the row loop of [`map_row_grouped`] with the plans in registers, else a block of
-    /// [`ColPlan::block`] values at a time, the plans loaded from the block-long arrays (in
-    /// L1). (Blocks cost ~100 ns each in loop set-up and exits: with the plans in registers,
-    /// 512-value blocks made the (64·3136, 64) eval 41 → 33 % of copy instead of faster.)
+    /// Normalizes a run of whole rows `src` (starting at a row boundary) into `dst`.
     pub(crate) fn normalize<T: Element<Acc = A>>(&self, src: &[T], dst: &mut [T]) {
         match self.period {
-            1 => self.variant::<T, 1, true>(src, dst),
-            2 => self.variant::<T, 2, true>(src, dst),
-            3 => self.variant::<T, 3, true>(src, dst),
-            4 => self.variant::<T, 4, true>(src, dst),
-            _ => {
-                for (src, dst) in src.chunks(self.block).zip(dst.chunks_mut(self.block)) {
-                    self.variant::<T, 1, false>(src, dst);
-                }
-            }
+            1 => self.variant::<T, 1, REGS>(src, dst),
+            2 => self.variant::<T, 2, REGS>(src, dst),
+            3 => self.variant::<T, 3, REGS>(src, dst),
+            4 => self.variant::<T, 4, REGS>(src, dst),
+            8 | 16 => self.variant::<T, FIXED_GROUP, FIXED>(src, dst),
+            _ => self.variant::<T, 1, CYCLIC>(src, dst),
         }
     }
 
     /// [`ColPlan::segment`] monomorphized on the fields present.
     #[inline]
-    fn variant<T: Element<Acc = A>, const K: usize, const R: bool>(
+    fn variant<T: Element<Acc = A>, const K: usize, const MODE: u8>(
         &self,
         src: &[T],
         dst: &mut [T],
     ) {
         match (self.scaled, self.offset, self.w.is_empty()) {
-            (false, false, true) => self.segment::<T, K, R, false, false, false>(src, dst),
-            (false, true, true) => self.segment::<T, K, R, false, true, false>(src, dst),
-            (true, _, true) => self.segment::<T, K, R, true, true, false>(src, dst),
-            (false, _, false) => self.segment::<T, K, R, false, true, true>(src, dst),
-            (true, _, false) => self.segment::<T, K, R, true, true, true>(src, dst),
+            (false, false, true) => self.segment::<T, K, MODE, false, false, false>(src, dst),
+            (false, true, true) => self.segment::<T, K, MODE, false, true, false>(src, dst),
+            (true, _, true) => self.segment::<T, K, MODE, true, true, false>(src, dst),
+            (false, _, false) => self.segment::<T, K, MODE, false, true, true>(src, dst),
+            (true, _, false) => self.segment::<T, K, MODE, true, true, true>(src, dst),
         }
     }
 
-    /// `dst = plan_j(src)` for one block of whole rows, or with `REGS` for any run of whole
-    /// rows: the plans repeat every `K` vectors and are held in registers for the aligned
-    /// body (loaded at the body's phase); otherwise (and for the ends) loaded from the arrays
-    /// at the offsets of the values.
+    /// `dst = plan_j(src)` for a run of whole rows, the body in groups of `K` vectors (`K` a
+    /// multiple of the period for `REGS` and `FIXED`) with the plans fetched as `MODE` says
+    /// (see [`ColPlan`]); the ends and leftover vectors load them at their offset within
+    /// the period.
     #[inline]
     fn segment<
         T: Element<Acc = A>,
         const K: usize,
-        const REGS: bool,
+        const MODE: u8,
         const SCALED: bool,
         const OFFSET: bool,
         const U: bool,
@@ -697,33 +703,57 @@ impl<A: Float> ColPlan<A> {
         dst: &mut [T],
     ) {
         let lanes = A::LANES;
-        let h = head_len(dst);
+        let (h, end) = (head_len(dst), self.period * lanes);
         let fields = [&self.s, &self.nps, &self.m, &self.a, &self.c, &self.w];
-        // the plan vectors of the body's phase (`h` values past a row boundary)
-        let regs: [[A::V; K]; 6] = std::array::from_fn(|f| {
-            std::array::from_fn(|q| {
-                if REGS && !fields[f].is_empty() {
-                    load_at(fields[f], h + q * lanes, lanes)
-                } else {
-                    A::V::ZERO
-                }
-            })
-        });
-        // a run of whole rows with the plans in registers may be longer than the arrays: its
-        // ends and leftover vectors take the plans at the same phase within one period
-        let phase = |i: usize| if REGS { i % (K * lanes) } else { i };
-        let at_offset = |x: A::V, i: usize, len: usize| {
-            col_plan::<A::V, SCALED, OFFSET, U>(x, |f| load_at(fields[f], phase(i), len))
+        let plan = |x: A::V, at: usize| {
+            col_plan::<A::V, SCALED, OFFSET, U>(x, |f| load_at(fields[f], at, lanes))
         };
-        if REGS {
-            map_row_grouped::<T, K>(Some(src), dst, at_offset, |x, _, q| {
-                col_plan::<A::V, SCALED, OFFSET, U>(x, |f| regs[f][q])
-            });
-        } else {
-            map_row(Some(src), dst, at_offset);
+        let at_offset = |x: A::V, i: usize, len: usize| {
+            col_plan::<A::V, SCALED, OFFSET, U>(x, |f| load_at(fields[f], i % end, len))
+        };
+        match MODE {
+            REGS => {
+                // the plan vectors of the body's phase (`h` values past a row boundary)
+                let regs: [[A::V; K]; 6] = std::array::from_fn(|f| {
+                    std::array::from_fn(|q| {
+                        if fields[f].is_empty() {
+                            A::V::ZERO
+                        } else {
+                            load_at(fields[f], h + q * lanes, lanes)
+                        }
+                    })
+                });
+                map_row_grouped::<T, K>(Some(src), dst, at_offset, |x, _, q| {
+                    col_plan::<A::V, SCALED, OFFSET, U>(x, |f| regs[f][q])
+                })
+            }
+            FIXED => {
+                map_row_grouped::<T, K>(Some(src), dst, at_offset, |x, _, q| plan(x, h + q * lanes))
+            }
+            _ => {
+                // the body's vectors in order: the offset steps a vector and wraps
+                let o = std::cell::Cell::new(0);
+                map_row_grouped::<T, 1>(Some(src), dst, at_offset, |x, _, _| {
+                    let at = o.get();
+                    o.set(if at + lanes == end { 0 } else { at + lanes });
+                    plan(x, h + at)
+                })
+            }
         }
     }
+
+    /// [`ColPlan::normalize`] with the wrapping offset whatever the period: the reference
+    /// the other two ways are tested against.
+    #[cfg(test)]
+    fn normalize_cyclic<T: Element<Acc = A>>(&self, src: &[T], dst: &mut [T]) {
+        self.variant::<T, 1, CYCLIC>(src, dst)
+    }
 }
+
+/// [`ColPlan::segment`]'s ways to fetch the plans: registers, fixed offsets, wrapping offset.
+const REGS: u8 = 0;
+const FIXED: u8 = 1;
+const CYCLIC: u8 = 2;
 
 /// `y = plan(x)` for [`ColPlan::segment`], field `f` of the plan (scale, negated pilot,
 /// offset, rstd, bias, weight) from `at(f)`.
@@ -824,10 +854,11 @@ mod tests {
             .collect()
     }
 
-    /// The column plans held in registers (periods of 1 to 4 vectors) give bit for bit the
-    /// values of the block-array loop, for every column count to 70 (periods 1 to 70), every
-    /// start within a cache line, runs longer than a block, every monomorphized variant; and
-    /// the block-array loop gives the plan's formula.
+    /// The column plans held in registers (periods of 1 to 4 vectors) and loaded from fixed
+    /// offsets (8 and 16) give bit for bit the values of the wrapping-offset loop, for every
+    /// column count to 70 (periods 1 to 70) and wider ones, every start within a cache line,
+    /// runs of several periods, every monomorphized variant; and the wrapping-offset loop
+    /// gives the plan's formula.
     fn col_plans_agree<T: Element>() {
         for (scaled, offset, unfolded) in [
             (false, false, false),
@@ -836,14 +867,13 @@ mod tests {
             (false, true, true),
             (true, false, true),
         ] {
-            for cols in 1..=70 {
+            // to 70 every period to 70; 128 and 256 (f32, halves) and 64, 128 (f64): periods
+            // of 8 and 16 vectors, the plans at fixed offsets; 512: beyond them
+            for cols in (1..=70).chain([128, 192, 256, 512]) {
                 let plans = plans::<T::Acc>(cols, scaled, offset, unfolded);
-                let regs = ColPlan::new(&plans);
-                let arrays = ColPlan {
-                    period: usize::MAX,
-                    ..ColPlan::new(&plans)
-                };
-                let rows = (3 * tuning::COL_PLAN_VALUES / cols).max(3) + 1;
+                let plan = ColPlan::new(&plans);
+                // runs of several periods, and at least 3 rows
+                let rows = (1536 / cols).max(3) + 1;
                 let len = rows * cols;
                 let src: Vec<T> = (0..len)
                     .map(|k| T::from_acc(T::Acc::from_f64(((k * 37) % 101) as f64 * 0.25 - 9.0)))
@@ -851,8 +881,8 @@ mod tests {
                 for off in (0..64 / size_of::<T>()).step_by(3) {
                     let mut a = vec![T::from_acc(T::Acc::ZERO); len + off];
                     let mut b = a.clone();
-                    regs.normalize(&src, &mut a[off..]);
-                    arrays.normalize(&src, &mut b[off..]);
+                    plan.normalize(&src, &mut a[off..]);
+                    plan.normalize_cyclic(&src, &mut b[off..]);
                     let bits = |v: &[T]| {
                         v.iter()
                             .map(|x| x.to_acc().to_f64().to_bits())
@@ -862,7 +892,7 @@ mod tests {
                         bits(&a),
                         bits(&b),
                         "cols {cols} off {off} period {}",
-                        regs.period
+                        plan.period
                     );
                     for (k, y) in b[off..].iter().enumerate() {
                         let p = &plans[k % cols];
@@ -902,7 +932,7 @@ mod tests {
     }
 
     #[test]
-    fn col_plans_in_registers_match_the_block_arrays() {
+    fn col_plans_in_registers_and_fixed_offsets_match_the_wrapping_loop() {
         for_every_element!(col_plans_agree);
     }
 
