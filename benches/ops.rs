@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{ROW_SHAPES, data, group_with_copy, in_pool, pool, threads, xor_fold};
+use support::{ROW_SHAPES, affine_rows, data, group_with_copy, in_pool, pool, threads, xor_fold};
 
 use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, oracle};
 
@@ -28,6 +28,15 @@ fn bench_rows(c: &mut Criterion) {
             if t == 1 && x.len() <= 1 << 19 {
                 g.bench_function("oracle_layer_norm", |bn| {
                     bn.iter(|| oracle::layer_norm(black_box(&x), n, &w, &b, 1e-5))
+                });
+            }
+            if t == 1 {
+                // the affine steps alone (no statistics): floors for layer_norm / rms_norm
+                g.bench_function("floor_affine_wb", |bn| {
+                    bn.iter(|| affine_rows(black_box(&x), &w, Some(&b), &mut y))
+                });
+                g.bench_function("floor_affine_w", |bn| {
+                    bn.iter(|| affine_rows(black_box(&x), &w, None, &mut y))
                 });
             }
             let ln = LayerNorm::new(n).weight(&w).bias(&b);
