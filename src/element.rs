@@ -426,11 +426,10 @@ pub(crate) fn bf16_to_f32(h: u16) -> f32 {
 pub(crate) fn f32_to_bf16(f: f32) -> u16 {
     let u = f.to_bits();
     let rounded = u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16;
-    pick(
-        mask((u & 0x7fff_ffff) > 0x7f80_0000),
-        (u >> 16) | 0x40,
-        rounded,
-    ) as u16
+    // NaN by a float comparison (one vector instruction, where the bit test took two)
+    #[allow(clippy::eq_op)]
+    let nan = f != f;
+    pick(mask(nan), (u >> 16) | 0x40, rounded) as u16
 }
 
 /// `a` where `m` is all ones, `b` where it is 0 (branch-free, so maps vectorize).

@@ -39,9 +39,20 @@ pub(crate) fn sum<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> T::Acc {
 /// `Σ (x·s)²` (RMSNorm's statistic).
 #[inline]
 pub(crate) fn sum_squares<T: Element>(x: &[T], s: T::Acc) -> T::Acc {
-    let sv = <T::Acc as Float>::V::splat(s);
-    let acc = sweep(x, <T::Acc as Float>::V::ZERO, |a, v, lanes| {
-        let y = lanes.keep::<T::Acc>(v * sv);
+    // `s = 1` (every call but a rescue): no product by it
+    if s == T::Acc::ONE {
+        sum_squares_loop::<T, false>(x, s)
+    } else {
+        sum_squares_loop::<T, true>(x, s)
+    }
+}
+
+/// The loop of [`sum_squares`]: `y = x·s` (`S`), or `x`.
+#[inline(always)]
+fn sum_squares_loop<T: Element, const S: bool>(x: &[T], s: T::Acc) -> T::Acc {
+    let sv = V::<T>::splat(s);
+    let acc = sweep(x, V::<T>::ZERO, |a, v, lanes| {
+        let y = lanes.keep::<T::Acc>(if S { v * sv } else { v });
         *a = y.mul_add(y, *a);
     });
     lane_sum::<T::Acc>(acc)

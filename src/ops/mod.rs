@@ -386,7 +386,7 @@ pub(crate) fn run_rows<T: Element>(
 /// `residual += x`, rounded once to `T` (`forward_add`'s first step; the row stays in cache),
 /// over the row loop of [`map_row`].
 pub(crate) fn add_into<T: Element>(residual: &mut [T], x: &[T]) {
-    map_row(None, residual, |r, i, len| r + load_at(x, i, len));
+    map_row(None, residual, [x], |r, [x], _, _| r + x);
 }
 
 /// `len` values of `s` from offset `i` (`len ≤ LANES`; lanes past `len` are 0).
@@ -409,9 +409,12 @@ fn store_at<T: Element>(v: <T::Acc as Float>::V, s: &mut [T], i: usize, len: usi
     }
 }
 
-/// The row loop of the element-wise steps: `dst[i..i+len] = f(src[i..i+len], i, len)` for
-/// vectors of `len = LANES` values (`src = None`: in place, reading `dst`); `f` loads what
-/// else it needs at offset `i` with [`load_at`].
+/// The row loop of the element-wise steps: `dst[i..i+len] = f(src[i..i+len], ex, i, len)`
+/// for vectors of `len = LANES` values (`src = None`: in place, reading `dst`), where `ex`
+/// holds the vectors at the same offset of the `E` extra slices (weights, biases, a residual:
+/// each as long as `dst`), loaded in the same chunked loop as the source, so without bounds
+/// checks (loaded by the closure at offset `i`, each cost three instructions per vector: a
+/// quarter of a bf16 row step's).
 ///
 /// Stores are whole vectors on vector-size boundaries ([`head_len`]: 64 bytes for f32 and
 /// f64, 32 for the halves), so none straddles a cache line: such stores run at
@@ -423,29 +426,56 @@ fn store_at<T: Element>(v: <T::Acc as Float>::V, s: &mut [T], i: usize, len: usi
 /// values. Only rows shorter than `LANES` take the partial load and store: per-element head
 /// and tail loops on every 256-value row cost more than the row's vectors did.
 #[inline(always)]
-pub(crate) fn map_row<T: Element>(
+pub(crate) fn map_row<T: Element, const E: usize>(
     src: Option<&[T]>,
     dst: &mut [T],
-    f: impl Fn(<T::Acc as Float>::V, usize, usize) -> <T::Acc as Float>::V,
+    ex: [&[T]; E],
+    f: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
 ) {
-    map_row_grouped::<T, 1>(src, dst, &f, |v, i, _| f(v, i, T::Acc::LANES));
+    map_row_grouped::<T, 1, E>(src, dst, ex, &f, |v, e, i, _| f(v, e, i, T::Acc::LANES));
 }
 
+/// `f` of each of `E` values, in a plain loop (`array::map` left its closure out of line in
+/// the row loops: 130 → 180 µs on 128 bf16 rows).
+#[inline(always)]
+fn each<X: Copy, Y: Copy + Default, const E: usize>(x: [X; E], f: impl Fn(X) -> Y) -> [Y; E] {
+    let mut y = [Y::default(); E];
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = f(x);
+    }
+    y
+}
+
+/// [`load_at`] on each of `E` slices.
+#[inline(always)]
+fn loads<T: Element, const E: usize>(ex: [&[T]; E], i: usize, len: usize) -> [V<T>; E] {
+    let mut v = [V::<T>::ZERO; E];
+    for (v, e) in v.iter_mut().zip(ex) {
+        *v = load_at(e, i, len);
+    }
+    v
+}
+
+/// A vector of `T`'s accumulator type.
+type V<T> = <<T as Element>::Acc as Float>::V;
+
 /// [`map_row`] with the aligned body taken in groups of `K` vectors: the `j`-th vector of a
-/// group is `g(v, i, j)` (`j` a constant once the group's loop is unrolled, so `g` can pick
-/// values it keeps in registers: a per-column plan repeating every `K` vectors,
-/// [`ColPlan`]); the ends and the vectors after the last group are `f(v, i, len)`. Two
+/// group is `g(v, ex, i, j)` (`j` a constant once the group's loop is unrolled, so `g` can
+/// pick values it keeps in registers: a per-column plan repeating every `K` vectors,
+/// [`ColPlan`]); the ends and the vectors after the last group are `f(v, ex, i, len)`. Two
 /// closures, not one with both paths, so that each stays small enough to be inlined.
 #[inline(always)]
-pub(crate) fn map_row_grouped<T: Element, const K: usize>(
+pub(crate) fn map_row_grouped<T: Element, const K: usize, const E: usize>(
     src: Option<&[T]>,
     dst: &mut [T],
-    f: impl Fn(<T::Acc as Float>::V, usize, usize) -> <T::Acc as Float>::V,
-    g: impl Fn(<T::Acc as Float>::V, usize, usize) -> <T::Acc as Float>::V,
+    ex: [&[T]; E],
+    f: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
+    g: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
 ) {
     let (n, lanes) = (dst.len(), T::Acc::LANES);
+    let ex = each(ex, |e| &e[..n]);
     if n < lanes {
-        let v = f(load_at(src.unwrap_or(dst), 0, n), 0, n);
+        let v = f(load_at(src.unwrap_or(dst), 0, n), loads(ex, 0, n), 0, n);
         store_at(v, dst, 0, n);
         return;
     }
@@ -453,37 +483,55 @@ pub(crate) fn map_row_grouped<T: Element, const K: usize>(
     let end = h + (n - h) / lanes * lanes;
     let (head, tail) = {
         let s = src.unwrap_or(dst);
-        (
-            (h > 0).then(|| f(load_at(s, 0, lanes), 0, lanes)),
-            (end < n).then(|| f(load_at(s, n - lanes, lanes), n - lanes, lanes)),
-        )
+        let at = |i: usize| f(load_at(s, i, lanes), loads(ex, i, lanes), i, lanes);
+        ((h > 0).then(|| at(0)), (end < n).then(|| at(n - lanes)))
     };
     let (dc, _) = T::as_chunks_mut(&mut dst[h..end]);
+    let vectors = dc.len();
     let (dg, dr) = dc.as_chunks_mut::<K>();
+    // the extra slices in the shape of the destination: groups of K vectors, then the rest,
+    // re-sliced to the destination's lengths (so that the loops index them unchecked)
+    let exc = each(ex, |e| &T::as_chunks(&e[h..end]).0[..vectors]);
+    let exg = each(exc, |c| &c.as_chunks::<K>().0[..dg.len()]);
+    let exr = each(exc, |c| &c.as_chunks::<K>().1[..dr.len()]);
     let rest = h + dg.len() * K * lanes;
+    let group = |k: usize, q: usize| {
+        let mut v = [V::<T>::ZERO; E];
+        for (v, c) in v.iter_mut().zip(&exg) {
+            *v = T::load(&c[k][q]);
+        }
+        v
+    };
+    let single = |k: usize| {
+        let mut v = [V::<T>::ZERO; E];
+        for (v, c) in v.iter_mut().zip(&exr) {
+            *v = T::load(&c[k]);
+        }
+        v
+    };
     match src {
         Some(src) => {
             let (sc, _) = T::as_chunks(&src[h..end]);
-            let (sg, sr) = sc.as_chunks::<K>();
+            let (sg, sr) = sc[..vectors].as_chunks::<K>();
             for (k, (d, x)) in dg.iter_mut().zip(sg).enumerate() {
                 for q in 0..K {
                     let i = h + (k * K + q) * lanes;
-                    T::store(g(T::load(&x[q]), i, q), &mut d[q]);
+                    T::store(g(T::load(&x[q]), group(k, q), i, q), &mut d[q]);
                 }
             }
             for (k, (d, x)) in dr.iter_mut().zip(sr).enumerate() {
-                T::store(f(T::load(x), rest + k * lanes, lanes), d);
+                T::store(f(T::load(x), single(k), rest + k * lanes, lanes), d);
             }
         }
         None => {
             for (k, d) in dg.iter_mut().enumerate() {
                 for (q, d) in d.iter_mut().enumerate() {
                     let i = h + (k * K + q) * lanes;
-                    T::store(g(T::load(d), i, q), d);
+                    T::store(g(T::load(d), group(k, q), i, q), d);
                 }
             }
             for (k, d) in dr.iter_mut().enumerate() {
-                T::store(f(T::load(d), rest + k * lanes, lanes), d);
+                T::store(f(T::load(d), single(k), rest + k * lanes, lanes), d);
             }
         }
     }
@@ -508,7 +556,6 @@ pub(crate) fn normalize<T: Element, const W: bool, const B: bool, const U: bool,
     b: &[T],
     plan: Plan<T::Acc>,
 ) {
-    type V<T> = <<T as Element>::Acc as Float>::V;
     let (s, nps, m, a) = (
         V::<T>::splat(plan.s),
         V::<T>::splat(-plan.ps),
@@ -516,24 +563,20 @@ pub(crate) fn normalize<T: Element, const W: bool, const B: bool, const U: bool,
         V::<T>::splat(plan.a),
     );
     let (c, pw) = (V::<T>::splat(plan.c), V::<T>::splat(plan.w));
-    let n = dst.len();
-    // Present, `w` and `b` are re-sliced to the row's length so that their loads need no
-    // bounds checks; absent, they are never read.
-    let (w, b) = (if W { &w[..n] } else { w }, if B { &b[..n] } else { b });
-    map_row(src, dst, |v, i, len| {
+    let z = |v: V<T>| {
         let t = if S { v.mul_add(s, nps) } else { v + nps };
-        let z = if U {
+        if U {
             ((t - m) * a).mul_add(pw, c)
         } else {
             (t - m).mul_add(a, c)
-        };
-        match (W, B) {
-            (true, true) => z.mul_add(load_at(w, i, len), load_at(b, i, len)),
-            (true, false) => z * load_at(w, i, len),
-            (false, true) => z + load_at(b, i, len),
-            (false, false) => z,
         }
-    });
+    };
+    match (W, B) {
+        (true, true) => map_row(src, dst, [w, b], |v, [w, b], _, _| z(v).mul_add(w, b)),
+        (true, false) => map_row(src, dst, [w], |v, [w], _, _| z(v) * w),
+        (false, true) => map_row(src, dst, [b], |v, [b], _, _| z(v) + b),
+        (false, false) => map_row(src, dst, [], |v, [], _, _| z(v)),
+    }
 }
 
 /// Elements before `dst`'s first boundary of one vector's bytes (64 for f32 and f64, 32 for
@@ -708,7 +751,7 @@ impl<A: Float> ColPlan<A> {
         let plan = |x: A::V, at: usize| {
             col_plan::<A::V, SCALED, OFFSET, U>(x, |f| load_at(fields[f], at, lanes))
         };
-        let at_offset = |x: A::V, i: usize, len: usize| {
+        let at_offset = |x: A::V, _: [A::V; 0], i: usize, len: usize| {
             col_plan::<A::V, SCALED, OFFSET, U>(x, |f| load_at(fields[f], i % end, len))
         };
         match MODE {
@@ -723,17 +766,17 @@ impl<A: Float> ColPlan<A> {
                         }
                     })
                 });
-                map_row_grouped::<T, K>(Some(src), dst, at_offset, |x, _, q| {
+                map_row_grouped::<T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
                     col_plan::<A::V, SCALED, OFFSET, U>(x, |f| regs[f][q])
                 })
             }
-            FIXED => {
-                map_row_grouped::<T, K>(Some(src), dst, at_offset, |x, _, q| plan(x, h + q * lanes))
-            }
+            FIXED => map_row_grouped::<T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
+                plan(x, h + q * lanes)
+            }),
             _ => {
                 // the body's vectors in order: the offset steps a vector and wraps
                 let o = std::cell::Cell::new(0);
-                map_row_grouped::<T, 1>(Some(src), dst, at_offset, |x, _, _| {
+                map_row_grouped::<T, 1, 0>(Some(src), dst, [], at_offset, |x, _, _, _| {
                     let at = o.get();
                     o.set(if at + lanes == end { 0 } else { at + lanes });
                     plan(x, h + at)
@@ -797,7 +840,7 @@ mod tests {
         for len in 0..3 * lanes + 3 {
             for off in 0..64 / size_of::<T>() {
                 let o = &other[off..off + len];
-                let f = |v: <T::Acc as Float>::V, i: usize, n: usize| v * two + load_at(o, i, n);
+                let f = |v: V<T>, [o]: [V<T>; 1], _, _| v * two + o;
                 let want: Vec<T> = (0..len)
                     .map(|k| {
                         let (a, b) = (src[off + k].to_acc(), o[k].to_acc());
@@ -805,7 +848,7 @@ mod tests {
                     })
                     .collect();
                 let mut dst = vec![T::from_acc(T::Acc::NAN); len + 2 * off];
-                map_row(Some(&src[off..off + len]), &mut dst[off..off + len], f);
+                map_row(Some(&src[off..off + len]), &mut dst[off..off + len], [o], f);
                 assert_eq!(&dst[off..off + len], &want[..], "len {len} off {off}");
                 assert!(
                     dst[..off]
@@ -814,7 +857,7 @@ mod tests {
                         .all(|v| v.to_acc().is_nan())
                 );
                 let mut buf = src.clone();
-                map_row(None, &mut buf[off..off + len], f);
+                map_row(None, &mut buf[off..off + len], [o], f);
                 assert_eq!(
                     &buf[off..off + len],
                     &want[..],
