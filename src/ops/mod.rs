@@ -548,8 +548,17 @@ pub(crate) fn map_row_grouped<T: Element, const K: usize, const E: usize>(
 /// `W`/`B`: whether a weight / bias is applied (monomorphized: no loads when absent).
 /// `S`: whether the plan scales (`s ≠ 1`, a rescued row); otherwise `x − ps` is computed by
 /// a subtraction, bit for bit `fma(x, 1, −ps)`, off the FMA pipes the other steps need.
+/// `P`: a plan with no shift, offset or bias (`ps = m = c = 0`: RMSNorm), `z = (x·s)·a`
+/// without the three operations on zeros (PyTorch's `x·rstd`, −0 kept).
 #[inline]
-pub(crate) fn normalize<T: Element, const W: bool, const B: bool, const U: bool, const S: bool>(
+pub(crate) fn normalize<
+    T: Element,
+    const W: bool,
+    const B: bool,
+    const U: bool,
+    const S: bool,
+    const P: bool,
+>(
     src: Option<&[T]>,
     dst: &mut [T],
     w: &[T],
@@ -564,6 +573,9 @@ pub(crate) fn normalize<T: Element, const W: bool, const B: bool, const U: bool,
     );
     let (c, pw) = (V::<T>::splat(plan.c), V::<T>::splat(plan.w));
     let z = |v: V<T>| {
+        if P {
+            return if S { (v * s) * a } else { v * a };
+        }
         let t = if S { v.mul_add(s, nps) } else { v + nps };
         if U {
             ((t - m) * a).mul_add(pw, c)
@@ -598,19 +610,36 @@ pub(crate) fn normalize_row<T: Element>(
     plan: Plan<T::Acc>,
 ) {
     match (w, b) {
-        (Some(w), Some(b)) => scaled_or_not::<T, true, true, false>(src, dst, w, b, plan),
-        (Some(w), None) => scaled_or_not::<T, true, false, false>(src, dst, w, &[], plan),
-        (None, Some(b)) => scaled_or_not::<T, false, true, false>(src, dst, &[], b, plan),
+        (Some(w), Some(b)) => scaled_or_not::<T, true, true, false, false>(src, dst, w, b, plan),
+        (Some(w), None) => scaled_or_not::<T, true, false, false, false>(src, dst, w, &[], plan),
+        (None, Some(b)) => scaled_or_not::<T, false, true, false, false>(src, dst, &[], b, plan),
         (None, None) if plan.unfolded() => {
-            scaled_or_not::<T, false, false, true>(src, dst, &[], &[], plan)
+            scaled_or_not::<T, false, false, true, false>(src, dst, &[], &[], plan)
         }
-        (None, None) => scaled_or_not::<T, false, false, false>(src, dst, &[], &[], plan),
+        (None, None) => scaled_or_not::<T, false, false, false, false>(src, dst, &[], &[], plan),
+    }
+}
+
+/// RMSNorm's step, `dst = (src·s)·a·w` (`src = None`: in place): [`normalize_row`] for a
+/// plan with no shift, offset or bias, without operations on those zeros. 128 bf16 rows of
+/// 4096: bf16 113 → 100 µs, f32 85 → 78 µs.
+pub(crate) fn scale_row<T: Element>(
+    src: Option<&[T]>,
+    dst: &mut [T],
+    w: Option<&[T]>,
+    plan: Plan<T::Acc>,
+) {
+    debug_assert!(plan.ps == T::Acc::ZERO && plan.m == T::Acc::ZERO && plan.c == T::Acc::ZERO);
+    debug_assert!(!plan.unfolded());
+    match w {
+        Some(w) => scaled_or_not::<T, true, false, false, true>(src, dst, w, &[], plan),
+        None => scaled_or_not::<T, false, false, false, true>(src, dst, &[], &[], plan),
     }
 }
 
 /// [`normalize`] for a plan that scales or not.
 #[inline]
-fn scaled_or_not<T: Element, const W: bool, const B: bool, const U: bool>(
+fn scaled_or_not<T: Element, const W: bool, const B: bool, const U: bool, const P: bool>(
     src: Option<&[T]>,
     dst: &mut [T],
     w: &[T],
@@ -618,9 +647,9 @@ fn scaled_or_not<T: Element, const W: bool, const B: bool, const U: bool>(
     plan: Plan<T::Acc>,
 ) {
     if plan.s == T::Acc::ONE {
-        normalize::<T, W, B, U, false>(src, dst, w, b, plan)
+        normalize::<T, W, B, U, false, P>(src, dst, w, b, plan)
     } else {
-        normalize::<T, W, B, U, true>(src, dst, w, b, plan)
+        normalize::<T, W, B, U, true, P>(src, dst, w, b, plan)
     }
 }
 

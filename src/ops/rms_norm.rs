@@ -2,9 +2,7 @@
 //! then the scaling step from L1/L2 (`ops::normalize`).
 
 use super::backward::rows_backward;
-use super::{
-    Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, normalize_row, rows, run_rows,
-};
+use super::{Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, rows, run_rows, scale_row};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::mean_square;
@@ -259,6 +257,6 @@ impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
         if let Some(s) = r.rstd {
             *s = rstd;
         }
-        normalize_row(src, r.y, self.weight, None, plan);
+        scale_row(src, r.y, self.weight, plan);
     }
 }
