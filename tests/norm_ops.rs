@@ -367,6 +367,53 @@ fn constant_rows_give_exactly_the_bias() {
     }
 }
 
+/// RMSNorm is `x·rstd·w` (PyTorch): a zero keeps its sign, at every position of rows of
+/// every tail length, from a source and in place, with and without a weight, f32 and bf16.
+#[test]
+fn rms_norm_keeps_the_sign_of_zero() {
+    fn check<T: Element>() {
+        for n in [1usize, 15, 16, 17, 100, 300] {
+            let x: Vec<T> = (0..n)
+                .map(|j| match j % 3 {
+                    0 => T::from_acc(T::Acc::from_f64(-0.0)),
+                    1 => T::from_acc(T::Acc::from_f64(0.0)),
+                    _ => T::from_acc(T::Acc::from_f64(j as f64)),
+                })
+                .collect();
+            let w: Vec<T> = (0..n)
+                .map(|j| T::from_acc(T::Acc::from_f64(1.0 + j as f64)))
+                .collect();
+            for weight in [None, Some(&w[..])] {
+                let rms = match weight {
+                    Some(w) => RmsNorm::new(n).weight(w),
+                    None => RmsNorm::new(n),
+                };
+                let mut y = x.clone();
+                rms.forward(&x, &mut y).unwrap();
+                let mut z = x.clone();
+                rms.forward_in_place(&mut z).unwrap();
+                for (j, (y, z)) in y.iter().zip(&z).enumerate() {
+                    let (y, z) = (y.to_acc().to_f64(), z.to_acc().to_f64());
+                    if j % 3 < 2 {
+                        let neg = j % 3 == 0;
+                        assert!(y == 0.0 && y.is_sign_negative() == neg, "n {n} j {j}: {y}");
+                        assert!(
+                            z == 0.0 && z.is_sign_negative() == neg,
+                            "in place, n {n} j {j}"
+                        );
+                    } else {
+                        assert!(y > 0.0 && z == y, "n {n} j {j}");
+                    }
+                }
+            }
+        }
+    }
+    check::<f32>();
+    check::<f64>();
+    check::<half::bf16>();
+    check::<half::f16>();
+}
+
 #[test]
 fn rows_near_overflow_and_underflow_normalize() {
     let mut rng = Rng(5);
