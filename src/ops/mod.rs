@@ -413,8 +413,8 @@ fn store_at<T: Element>(v: <T::Acc as Float>::V, s: &mut [T], i: usize, len: usi
 /// for vectors of `len = LANES` values (`src = None`: in place, reading `dst`), where `ex`
 /// holds the vectors at the same offset of the `E` extra slices (weights, biases, a residual:
 /// each as long as `dst`), loaded in the same chunked loop as the source, so without bounds
-/// checks (loaded by the closure at offset `i`, each cost three instructions per vector: a
-/// quarter of a bf16 row step's).
+/// checks (loaded by the closure at offset `i` instead, each slice cost a three-instruction
+/// bounds check per vector).
 ///
 /// Stores are whole vectors on vector-size boundaries ([`head_len`]: 64 bytes for f32 and
 /// f64, 32 for the halves), so none straddles a cache line: such stores run at
@@ -621,8 +621,8 @@ pub(crate) fn normalize_row<T: Element>(
 }
 
 /// RMSNorm's step, `dst = (src·s)·a·w` (`src = None`: in place): [`normalize_row`] for a
-/// plan with no shift, offset or bias, without operations on those zeros. 128 bf16 rows of
-/// 4096: bf16 113 → 100 µs, f32 85 → 78 µs.
+/// plan with no shift, offset or bias, without operations on those zeros. 128 rows of 4096:
+/// bf16 113 → 100 µs, f32 85 → 78 µs.
 pub(crate) fn scale_row<T: Element>(
     src: Option<&[T]>,
     dst: &mut [T],
@@ -655,8 +655,8 @@ fn scaled_or_not<T: Element, const W: bool, const B: bool, const U: bool, const 
 
 /// One [`Plan`] per column of `(rows, C)` data (BatchNorm `Nc` / `Nhwc`), normalizing a run
 /// of whole rows as one flat run of vectors (a 64-channel row alone is four vectors: per-row
-/// set-up would dominate; so did the set-up of 512-value blocks: the (65536, 256) eval ran
-/// at 6.6 ms against 4.7 ms as one run, A/B probe).
+/// set-up would dominate; so did the set-up of 512-value blocks: the (65536, 256) eval took
+/// 5.9 ms that way against 5.4 ms as one run, A/B probe, best of 4 alternations).
 ///
 /// The plans repeat every `period` vectors (`lcm(C, LANES)` values), and the vector at
 /// offset `i` of a run takes the plans stored at `i mod lcm` (the arrays hold each column's
@@ -669,7 +669,7 @@ fn scaled_or_not<T: Element, const W: bool, const B: bool, const U: bool, const 
 /// * periods of 8 and 16 vectors (C = 128, 256 in f32): unrolled groups of 16 vectors, each
 ///   loading its plans from 16 fixed offsets (no index arithmetic);
 /// * any other period: an offset that steps one vector per vector and wraps at the period.
-///   (N, 512) and (N, 1024) eval: 84 → 104 %, 71 → 103 % of copy against the blocks.
+///   (N, 512) and (N, 1024) eval: 83 → 105 %, 66 → 88 % of copy against the blocks.
 ///   From C ≈ 2048 f32 the plan arrays no longer fit L1 beside the rows (as LayerNorm's
 ///   weight and bias): (4096, 4096) eval 65 % of copy, either way.
 pub(crate) struct ColPlan<A> {
