@@ -10,7 +10,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 mod support;
-use support::{ROW_SHAPES, affine_rows, data, group_with_copy, in_pool, pool, threads, xor_fold};
+use support::{
+    CHANNEL_SHAPES, ROW_SHAPES, data, group_with_copy, in_pool, n_hw, pool, threads, xor_fold,
+};
 
 use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm, oracle};
 
@@ -53,16 +55,8 @@ fn bench_rows(c: &mut Criterion) {
 }
 
 fn bench_channels(c: &mut Criterion) {
-    let shapes = [
-        ("65536x256", Layout::Nc { n: 65536 }, 256usize),
-        ("32x64x56x56", Layout::Nchw { n: 32, hw: 3136 }, 64),
-        ("32x3136x64_nhwc", Layout::Nhwc { n: 32, hw: 3136 }, 64),
-    ];
-    for (name, layout, ch) in shapes {
-        let (n, hw) = match layout {
-            Layout::Nc { n } => (n, 1),
-            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => (n, hw),
-        };
+    for (name, layout, ch) in CHANNEL_SHAPES {
+        let (n, hw) = n_hw(layout);
         let x = data(n * hw * ch);
         let (w, b) = (data(ch), data(ch));
         let (rm, rv) = (vec![1.0e4f32; ch], vec![0.1f32; ch]);
@@ -261,6 +255,40 @@ fn bench_half(c: &mut Criterion) {
     }
     run::<half::bf16>(c, "bf16");
     run::<half::f16>(c, "f16");
+}
+
+/// `y = x·w + b` row by row (`w`, `b`: one row's values; `b = None`: `y = x·w`): the
+/// per-feature affine step of LayerNorm (RMSNorm) alone, without statistics — the least work
+/// any op with a per-feature weight does per row, as a floor to read the ops against.
+/// `f32x16` vectors with the stores on 64-byte boundaries (scalar ends), as the ops store.
+fn affine_rows(x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    use wide::f32x16;
+    let n = w.len();
+    for (x, y) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        let h = ((64 - y.as_ptr() as usize % 64) % 64 / 4).min(n);
+        let body = (n - h) / 16 * 16;
+        let scalar = |i: usize| x[i].mul_add(w[i], b.map_or(0.0, |b| b[i]));
+        for i in (0..h).chain(h + body..n) {
+            y[i] = scalar(i);
+        }
+        let (yv, _) = y[h..h + body].as_chunks_mut::<16>();
+        let (xv, _) = x[h..h + body].as_chunks::<16>();
+        let (wv, _) = w[h..h + body].as_chunks::<16>();
+        match b {
+            Some(b) => {
+                let (bv, _) = b[h..h + body].as_chunks::<16>();
+                for (((y, x), w), b) in yv.iter_mut().zip(xv).zip(wv).zip(bv) {
+                    let v = f32x16::from(*x).mul_add(f32x16::from(*w), f32x16::from(*b));
+                    *y = v.to_array();
+                }
+            }
+            None => {
+                for ((y, x), w) in yv.iter_mut().zip(xv).zip(wv) {
+                    *y = (f32x16::from(*x) * f32x16::from(*w)).to_array();
+                }
+            }
+        }
+    }
 }
 
 criterion_group!(

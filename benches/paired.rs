@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 mod support;
-use support::{ROW_SHAPES, data, pool, threads, xor_fold};
+use support::{CHANNEL_SHAPES, ROW_SHAPES, data, n_hw, pool, threads, xor_fold};
 
 use simdnorm::{BatchNorm, Element, Float, GroupNorm, LayerNorm, Layout, RmsNorm};
 
@@ -135,16 +135,8 @@ fn rows(c: &mut Criterion<BaselineUnits>) {
 
 /// BatchNorm training (against read + copy), eval and GroupNorm (against copy).
 fn channels(c: &mut Criterion<BaselineUnits>) {
-    let shapes = [
-        ("65536x256", Layout::Nc { n: 65536 }, 256usize),
-        ("32x64x56x56", Layout::Nchw { n: 32, hw: 3136 }, 64),
-        ("32x3136x64_nhwc", Layout::Nhwc { n: 32, hw: 3136 }, 64),
-    ];
-    for (name, layout, ch) in shapes {
-        let (n, hw) = match layout {
-            Layout::Nc { n } => (n, 1),
-            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => (n, hw),
-        };
+    for (name, layout, ch) in CHANNEL_SHAPES {
+        let (n, hw) = n_hw(layout);
         let x = data(n * hw * ch);
         let (w, b) = (data(ch), data(ch));
         let (rm, rv) = (vec![1.0e4f32; ch], vec![0.1f32; ch]);

@@ -63,6 +63,30 @@ pub const ROW_SHAPES: [(usize, usize); 6] = [
     (65536, 256),
 ];
 
+/// The BatchNorm / GroupNorm benches' inputs (issue 4), shared by `benches/ops.rs` and
+/// `benches/paired.rs`: name, layout, channels.
+pub const CHANNEL_SHAPES: [(&str, simdnorm::Layout, usize); 3] = [
+    ("65536x256", simdnorm::Layout::Nc { n: 65536 }, 256),
+    (
+        "32x64x56x56",
+        simdnorm::Layout::Nchw { n: 32, hw: 3136 },
+        64,
+    ),
+    (
+        "32x3136x64_nhwc",
+        simdnorm::Layout::Nhwc { n: 32, hw: 3136 },
+        64,
+    ),
+];
+
+/// `(n, hw)` of a layout (`hw = 1` for `Nc`).
+pub fn n_hw(layout: simdnorm::Layout) -> (usize, usize) {
+    match layout {
+        simdnorm::Layout::Nc { n } => (n, 1),
+        simdnorm::Layout::Nchw { n, hw } | simdnorm::Layout::Nhwc { n, hw } => (n, hw),
+    }
+}
+
 /// A rayon pool of `t` threads.
 pub fn pool(t: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
@@ -88,38 +112,4 @@ pub fn group_with_copy<'c, T: Copy>(
         b.iter(|| dst.copy_from_slice(std::hint::black_box(src)))
     });
     g
-}
-
-/// `y = x·w + b` row by row (`w`, `b`: one row's values; `b = None`: `y = x·w`): the
-/// per-feature affine step of LayerNorm (RMSNorm) alone, without statistics — the least work
-/// any op with a per-feature weight does per row, as a floor to read the ops against.
-/// `f32x16` vectors with the stores on 64-byte boundaries (scalar ends), as the ops store.
-pub fn affine_rows(x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-    use wide::f32x16;
-    let n = w.len();
-    for (x, y) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let h = ((64 - y.as_ptr() as usize % 64) % 64 / 4).min(n);
-        let body = (n - h) / 16 * 16;
-        let scalar = |i: usize| x[i].mul_add(w[i], b.map_or(0.0, |b| b[i]));
-        for i in (0..h).chain(h + body..n) {
-            y[i] = scalar(i);
-        }
-        let (yv, _) = y[h..h + body].as_chunks_mut::<16>();
-        let (xv, _) = x[h..h + body].as_chunks::<16>();
-        let (wv, _) = w[h..h + body].as_chunks::<16>();
-        match b {
-            Some(b) => {
-                let (bv, _) = b[h..h + body].as_chunks::<16>();
-                for (((y, x), w), b) in yv.iter_mut().zip(xv).zip(wv).zip(bv) {
-                    let v = f32x16::from(*x).mul_add(f32x16::from(*w), f32x16::from(*b));
-                    *y = v.to_array();
-                }
-            }
-            None => {
-                for ((y, x), w) in yv.iter_mut().zip(xv).zip(wv) {
-                    *y = (f32x16::from(*x) * f32x16::from(*w)).to_array();
-                }
-            }
-        }
-    }
 }
