@@ -1,12 +1,18 @@
 //! The throughput report: each kernel on representative shapes, against `copy_from_slice`
-//! and a read-only pass over the same bytes, measured in the same run.
+//! and a read-only pass over the same bytes, measured in pairs in the same run.
 //!
 //! ```text
 //! cargo run --release --example roofline [-- --quick] [--threads N] [--json]
 //! ```
 //! Columns: op, shape, dtype, threads, median time, effective GB/s (bytes read once + bytes
 //! written), that as a % of `copy_from_slice`'s GB/s on the same bytes (copy reads and writes
-//! them), and as a % of a read-only pass's GB/s (the ceiling of a reduction).
+//! them), as a % of a read-only pass's GB/s (the ceiling of a reduction), and for BatchNorm
+//! training its time in units of (read-only pass + copy), its minimal traffic.
+//!
+//! Every call of an op is timed right after one call of each of its baselines, on a thread of
+//! the op's pool, and the percentages are medians of those per-call ratios: this machine's
+//! bandwidth drifts 20–40 % between minutes at DRAM sizes, and two calls milliseconds apart
+//! see the same machine (`benches/paired.rs` does the same under criterion).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -55,18 +61,60 @@ fn opts() -> Opts {
     o
 }
 
-/// Median of `reps` timings of `f`, after one warm-up call.
-fn median(reps: usize, mut f: impl FnMut()) -> Duration {
-    f();
-    let mut t: Vec<Duration> = (0..reps)
-        .map(|_| {
+/// A baseline call: `copy_from_slice` or a read-only pass over the op's bytes.
+type Base<'a> = &'a mut (dyn FnMut() + Send);
+
+/// An op's timings against its baselines.
+struct Timing {
+    /// Median time of the op.
+    op: Duration,
+    /// Per baseline, the median over the calls of op time / that baseline's time.
+    ratio: Vec<f64>,
+    /// The median over the calls of op time / (sum of the baselines' times).
+    ratio_sum: f64,
+}
+
+fn mid(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `reps` calls of `op` on a thread of `pool`, each right after one call of every baseline;
+/// one warm-up round first.
+fn paired(
+    pool: &rayon::ThreadPool,
+    reps: usize,
+    base: &mut [Base<'_>],
+    op: &mut (dyn FnMut() + Send),
+) -> Timing {
+    pool.install(|| {
+        base.iter_mut().for_each(|b| b());
+        op();
+        let mut t_op = Vec::with_capacity(reps);
+        let mut t_base = vec![Vec::with_capacity(reps); base.len()];
+        for _ in 0..reps {
+            for (b, t) in base.iter_mut().zip(&mut t_base) {
+                let s = Instant::now();
+                b();
+                t.push(s.elapsed().as_secs_f64());
+            }
             let s = Instant::now();
-            f();
-            s.elapsed()
-        })
-        .collect();
-    t.sort();
-    t[t.len() / 2]
+            op();
+            t_op.push(s.elapsed().as_secs_f64());
+        }
+        let ratio_sum = mid((0..reps)
+            .map(|i| t_op[i] / t_base.iter().map(|t| t[i]).sum::<f64>())
+            .collect());
+        let ratio = t_base
+            .iter()
+            .map(|t| mid(t_op.iter().zip(t).map(|(o, b)| o / b).collect()))
+            .collect();
+        Timing {
+            op: Duration::from_secs_f64(mid(t_op)),
+            ratio,
+            ratio_sum,
+        }
+    })
 }
 
 struct Row {
@@ -76,11 +124,37 @@ struct Row {
     time: Duration,
     /// Bytes read once plus bytes written.
     bytes: usize,
-    copy: Duration,
-    /// The read-only pass over the input (reductions only).
-    read: Option<Duration>,
-    /// BatchNorm training's minimal traffic: one read-only pass plus one copy, same run.
-    bound: Option<Duration>,
+    /// Bytes the copy baseline reads plus writes.
+    copy_bytes: usize,
+    /// Median op time / copy time.
+    copy: f64,
+    /// Median op time / read-only pass time (reductions only).
+    read: Option<f64>,
+    /// BatchNorm training: median op time / (read-only pass + copy), its minimal traffic.
+    bound: Option<f64>,
+}
+
+impl Row {
+    /// A row for an op timed against a copy of its bytes alone.
+    fn vs_copy(
+        op: &'static str,
+        dtype: &'static str,
+        shape: &str,
+        bytes: usize,
+        t: Timing,
+    ) -> Self {
+        Row {
+            op,
+            dtype,
+            shape: shape.to_string(),
+            time: t.op,
+            bytes,
+            copy_bytes: bytes,
+            copy: t.ratio[0],
+            read: None,
+            bound: None,
+        }
+    }
 }
 
 /// LayerNorm, RMSNorm and BatchNorm eval (as `(r, c)` = `Nc`) stored as `T`.
@@ -101,47 +175,31 @@ fn half_rows<T: simdnorm::Element>(
             .collect()
     };
     let (x, w, b) = (conv(data(r * c)), conv(data(c)), conv(data(c)));
-    let mut y = x.clone();
+    let (mut y, mut dst) = (x.clone(), x.clone());
     let reps = if r * c >= 1 << 22 { reps } else { reps * 20 };
-    let copy = median(reps, || y.copy_from_slice(black_box(&x)));
+    let mut copy = || dst.copy_from_slice(black_box(&x));
     let shape = format!("{r}x{c}");
     let bytes = 2 * r * c * size_of::<T>();
-    let mut push = |op: &'static str, time: Duration| {
-        rows.push(Row {
-            op,
-            dtype,
-            shape: shape.clone(),
-            time,
-            bytes,
-            copy,
-            read: None,
-            bound: None,
-        })
-    };
     let ln = LayerNorm::new(c).weight(&w).bias(&b);
-    push(
-        "layer_norm",
-        pool.install(|| median(reps, || ln.forward(black_box(&x), &mut y).unwrap())),
-    );
+    let t = paired(pool, reps, &mut [&mut copy], &mut || {
+        ln.forward(black_box(&x), &mut y).unwrap()
+    });
+    rows.push(Row::vs_copy("layer_norm", dtype, &shape, bytes, t));
     let rms = RmsNorm::new(c).weight(&w);
-    push(
-        "rms_norm",
-        pool.install(|| median(reps, || rms.forward(black_box(&x), &mut y).unwrap())),
-    );
+    let t = paired(pool, reps, &mut [&mut copy], &mut || {
+        rms.forward(black_box(&x), &mut y).unwrap()
+    });
+    rows.push(Row::vs_copy("rms_norm", dtype, &shape, bytes, t));
     let bn = BatchNorm::new(c).weight(&w).bias(&b);
     let (rm, rv) = (
         vec![T::Acc::from_f64(0.0); c],
         vec![T::Acc::from_f64(0.1); c],
     );
-    push(
-        "bn_eval",
-        pool.install(|| {
-            median(reps, || {
-                bn.forward_eval(black_box(&x), Layout::Nc { n: r }, &rm, &rv, &mut y)
-                    .unwrap()
-            })
-        }),
-    );
+    let t = paired(pool, reps, &mut [&mut copy], &mut || {
+        bn.forward_eval(black_box(&x), Layout::Nc { n: r }, &rm, &rv, &mut y)
+            .unwrap()
+    });
+    rows.push(Row::vs_copy("bn_eval", dtype, &shape, bytes, t));
 }
 
 fn main() {
@@ -156,6 +214,18 @@ fn main() {
         (&[4096, 1_000_000, 100_000_000], 11)
     };
     let mut rows = Vec::new();
+    // Reductions: read the input once; baselines a copy (2 × the bytes) and a read-only pass.
+    let reduction = |op, shape: String, n: usize, t: Timing| Row {
+        op,
+        dtype: "f32",
+        shape,
+        time: t.op,
+        bytes: n * 4,
+        copy_bytes: 2 * n * 4,
+        copy: t.ratio[0],
+        read: Some(t.ratio[1]),
+        bound: None,
+    };
     for &n in sizes {
         let x = data(n);
         let mut dst = vec![0.0f32; n];
@@ -164,10 +234,10 @@ fn main() {
         } else {
             reps * 20
         };
-        let copy = median(reps, || dst.copy_from_slice(black_box(&x)));
-        let read = median(reps, || {
+        let mut copy = || dst.copy_from_slice(black_box(&x));
+        let mut read = || {
             black_box(xor_fold(black_box(&x)));
-        });
+        };
         type K = fn(&[f32]) -> Moments<f32>;
         let ks: [(&str, K); 3] = [
             ("moments", moments),
@@ -175,21 +245,10 @@ fn main() {
             ("two_pass", two_pass),
         ];
         for (op, k) in ks {
-            let time = pool.install(|| {
-                median(reps, || {
-                    black_box(k(black_box(&x)));
-                })
+            let t = paired(&pool, reps, &mut [&mut copy, &mut read], &mut || {
+                black_box(k(black_box(&x)));
             });
-            rows.push(Row {
-                dtype: "f32",
-                op,
-                shape: format!("{n}"),
-                time,
-                bytes: n * 4,
-                copy,
-                read: Some(read),
-                bound: None,
-            });
+            rows.push(reduction(op, format!("{n}"), n, t));
         }
     }
     let shapes: &[(usize, usize)] = if o.quick {
@@ -200,37 +259,21 @@ fn main() {
     for &(r, c) in shapes {
         let x = data(r * c);
         let mut dst = vec![0.0f32; r * c];
-        let copy = median(reps, || dst.copy_from_slice(black_box(&x)));
-        let read = Some(median(reps, || {
+        let mut copy = || dst.copy_from_slice(black_box(&x));
+        let mut read = || {
             black_box(xor_fold(black_box(&x)));
-        }));
-        let (shape, bytes) = (format!("({r}, {c})"), r * c * 4);
+        };
+        let shape = format!("({r}, {c})");
         let mut out = vec![Moments::default(); c];
-        let time =
-            pool.install(|| median(reps, || col_moments(black_box(&x), c, &mut out).unwrap()));
-        rows.push(Row {
-            dtype: "f32",
-            op: "col_moments",
-            shape: shape.clone(),
-            time,
-            bytes,
-            copy,
-            read,
-            bound: None,
+        let t = paired(&pool, reps, &mut [&mut copy, &mut read], &mut || {
+            col_moments(black_box(&x), c, &mut out).unwrap()
         });
+        rows.push(reduction("col_moments", shape.clone(), r * c, t));
         let mut out = vec![Moments::default(); r];
-        let time =
-            pool.install(|| median(reps, || row_moments(black_box(&x), c, &mut out).unwrap()));
-        rows.push(Row {
-            dtype: "f32",
-            op: "row_moments",
-            shape,
-            time,
-            bytes,
-            copy,
-            read,
-            bound: None,
+        let t = paired(&pool, reps, &mut [&mut copy, &mut read], &mut || {
+            row_moments(black_box(&x), c, &mut out).unwrap()
         });
+        rows.push(reduction("row_moments", shape, r * c, t));
     }
     // LayerNorm / RMSNorm forward: reads x once and writes y (2 × the bytes, as the copy).
     let shapes: &[(usize, usize)] = if o.quick {
@@ -240,36 +283,22 @@ fn main() {
     };
     for &(r, c) in shapes {
         let (x, w, b) = (data(r * c), data(c), data(c));
-        let mut y = vec![0.0f32; r * c];
+        let (mut y, mut dst) = (vec![0.0f32; r * c], vec![0.0f32; r * c]);
         let reps = if r * c >= 1 << 22 { reps } else { reps * 20 };
-        let copy = median(reps, || y.copy_from_slice(black_box(&x)));
+        let mut copy = || dst.copy_from_slice(black_box(&x));
         let (ln, rms) = (
             LayerNorm::new(c).weight(&w).bias(&b),
             RmsNorm::new(c).weight(&w),
         );
-        let shape = format!("{r}x{c}");
-        let time = pool.install(|| median(reps, || ln.forward(black_box(&x), &mut y).unwrap()));
-        rows.push(Row {
-            dtype: "f32",
-            op: "layer_norm",
-            shape: shape.clone(),
-            time,
-            bytes: 2 * r * c * 4,
-            copy,
-            read: None,
-            bound: None,
+        let (shape, bytes) = (format!("{r}x{c}"), 2 * r * c * 4);
+        let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+            ln.forward(black_box(&x), &mut y).unwrap()
         });
-        let time = pool.install(|| median(reps, || rms.forward(black_box(&x), &mut y).unwrap()));
-        rows.push(Row {
-            dtype: "f32",
-            op: "rms_norm",
-            shape,
-            time,
-            bytes: 2 * r * c * 4,
-            copy,
-            read: None,
-            bound: None,
+        rows.push(Row::vs_copy("layer_norm", "f32", &shape, bytes, t));
+        let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+            rms.forward(black_box(&x), &mut y).unwrap()
         });
+        rows.push(Row::vs_copy("rms_norm", "f32", &shape, bytes, t));
     }
     // BatchNorm (train, eval) and GroupNorm: x read, y written; train also against read + copy.
     let shapes: &[(&str, Layout, usize)] = if o.quick {
@@ -290,62 +319,36 @@ fn main() {
             Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => n * hw * c,
         };
         let (x, w, b) = (data(len), data(c), data(c));
-        let mut y = vec![0.0f32; len];
+        let (mut y, mut dst) = (vec![0.0f32; len], vec![0.0f32; len]);
         let reps = if len >= 1 << 22 { reps } else { reps * 5 };
-        let copy = median(reps, || y.copy_from_slice(black_box(&x)));
-        let read = median(reps, || {
+        let mut copy = || dst.copy_from_slice(black_box(&x));
+        let mut read = || {
             black_box(xor_fold(black_box(&x)));
-        });
+        };
+        let bytes = 2 * len * 4;
         let bn = BatchNorm::new(c).weight(&w).bias(&b);
         let (mut m, mut s) = (vec![0.0f32; c], vec![0.0f32; c]);
-        let time = pool.install(|| {
-            median(reps, || {
-                bn.forward_train(black_box(&x), layout, &mut y, None, &mut m, &mut s)
-                    .unwrap()
-            })
+        let t = paired(&pool, reps, &mut [&mut copy, &mut read], &mut || {
+            bn.forward_train(black_box(&x), layout, &mut y, None, &mut m, &mut s)
+                .unwrap()
         });
-        let shape = shape.to_string();
+        let bound = Some(t.ratio_sum);
         rows.push(Row {
-            dtype: "f32",
-            op: "bn_train",
-            shape: shape.clone(),
-            time,
-            bytes: 2 * len * 4,
-            copy,
-            read: None,
-            bound: Some(read + copy),
+            bound,
+            ..Row::vs_copy("bn_train", "f32", shape, bytes, t)
         });
         let (rm, rv) = (vec![1.0e4f32; c], vec![0.1f32; c]);
-        let time = pool.install(|| {
-            median(reps, || {
-                bn.forward_eval(black_box(&x), layout, &rm, &rv, &mut y)
-                    .unwrap()
-            })
+        let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+            bn.forward_eval(black_box(&x), layout, &rm, &rv, &mut y)
+                .unwrap()
         });
-        rows.push(Row {
-            dtype: "f32",
-            op: "bn_eval",
-            shape: shape.clone(),
-            time,
-            bytes: 2 * len * 4,
-            copy,
-            read: None,
-            bound: None,
-        });
+        rows.push(Row::vs_copy("bn_eval", "f32", shape, bytes, t));
         if let Layout::Nchw { n, hw } = layout {
             let gn = GroupNorm::new(32, c).weight(&w).bias(&b);
-            let time =
-                pool.install(|| median(reps, || gn.forward(black_box(&x), n, hw, &mut y).unwrap()));
-            rows.push(Row {
-                dtype: "f32",
-                op: "group_norm32",
-                shape,
-                time,
-                bytes: 2 * len * 4,
-                copy,
-                read: None,
-                bound: None,
+            let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+                gn.forward(black_box(&x), n, hw, &mut y).unwrap()
             });
+            rows.push(Row::vs_copy("group_norm32", "f32", shape, bytes, t));
         }
     }
     // Backward passes: read x and dy, write dx; the copy baseline moves the same bytes
@@ -371,70 +374,53 @@ fn main() {
         let big = data(len + len / 2);
         let mut dst = vec![0.0f32; big.len()];
         let reps = if len >= 1 << 22 { reps } else { reps * 5 };
-        let copy = median(reps, || dst.copy_from_slice(black_box(&big)));
+        let mut copy = || dst.copy_from_slice(black_box(&big));
         let (mut y, mut dx) = (vec![0.0f32; len], vec![0.0f32; len]);
         let (mut m, mut s) = (vec![0.0f32; r], vec![0.0f32; r]);
         let (mut dw, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
-        let mut push = |op: &'static str, time: Duration| {
-            rows.push(Row {
-                dtype: "f32",
-                op,
-                shape: shape.to_string(),
-                time,
-                bytes: 3 * len * 4,
-                copy,
-                read: None,
-                bound: None,
-            })
-        };
+        let bytes = 3 * len * 4;
         match layout {
             None => {
                 let ln = LayerNorm::new(c).weight(&w);
                 ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
-                let time = pool.install(|| {
-                    median(reps, || {
-                        ln.backward(
-                            black_box(&dy),
-                            &x,
-                            &m,
-                            &s,
-                            &mut dx,
-                            Some(&mut dw),
-                            Some(&mut db),
-                        )
-                        .unwrap()
-                    })
+                let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+                    ln.backward(
+                        black_box(&dy),
+                        &x,
+                        &m,
+                        &s,
+                        &mut dx,
+                        Some(&mut dw),
+                        Some(&mut db),
+                    )
+                    .unwrap()
                 });
-                push("ln_backward", time);
+                rows.push(Row::vs_copy("ln_backward", "f32", shape, bytes, t));
                 let rms = RmsNorm::new(c).weight(&w);
-                let time = pool.install(|| {
-                    median(reps, || {
-                        rms.backward(black_box(&dy), &x, &s, &mut dx, Some(&mut dw))
-                            .unwrap()
-                    })
+                let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+                    rms.backward(black_box(&dy), &x, &s, &mut dx, Some(&mut dw))
+                        .unwrap()
                 });
-                push("rms_backward", time);
+                rows.push(Row::vs_copy("rms_backward", "f32", shape, bytes, t));
             }
             Some(layout) => {
                 let bn = BatchNorm::new(c).weight(&w);
                 bn.forward_train(&x, layout, &mut y, None, &mut m[..c], &mut s[..c])
                     .unwrap();
-                let time = pool.install(|| {
-                    median(reps, || {
-                        bn.backward_train(
-                            black_box(&dy),
-                            &x,
-                            layout,
-                            &m[..c],
-                            &s[..c],
-                            &mut dx,
-                            Some(&mut dw),
-                            Some(&mut db),
-                        )
-                        .unwrap()
-                    })
+                let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+                    bn.backward_train(
+                        black_box(&dy),
+                        &x,
+                        layout,
+                        &m[..c],
+                        &s[..c],
+                        &mut dx,
+                        Some(&mut dw),
+                        Some(&mut db),
+                    )
+                    .unwrap()
                 });
-                push("bn_backward", time);
+                rows.push(Row::vs_copy("bn_backward", "f32", shape, bytes, t));
             }
         }
     }
@@ -449,20 +435,9 @@ fn main() {
         half_rows::<half::f16>("f16", r, c, reps, &pool, &mut rows);
     }
     let gbs = |bytes: usize, t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
-    // copy moves 2 × the input bytes; a reduction's `bytes` is the input alone.
-    let copy_bytes = |r: &Row| {
-        if r.read.is_some() {
-            2 * r.bytes
-        } else {
-            r.bytes
-        }
-    };
-    let pct_copy = |r: &Row| 100.0 * gbs(r.bytes, r.time) / gbs(copy_bytes(r), r.copy);
-    let pct_read = |r: &Row| {
-        r.read
-            .map(|d| 100.0 * d.as_secs_f64() / r.time.as_secs_f64())
-    };
-    let vs_bound = |r: &Row| r.bound.map(|d| r.time.as_secs_f64() / d.as_secs_f64());
+    // %copy: the op's GB/s over the copy's, from the paired time ratio.
+    let pct_copy = |r: &Row| 100.0 * r.bytes as f64 / r.copy_bytes as f64 / r.copy;
+    let pct_read = |r: &Row| r.read.map(|q| 100.0 / q);
     if o.json {
         let items: Vec<String> = rows
             .iter()
@@ -471,7 +446,7 @@ fn main() {
                     "{{\"op\":\"{}\",\"shape\":\"{}\",\"dtype\":\"{}\",\"threads\":{},\"median_ns\":{},\"gbps\":{:.3},\"pct_copy\":{:.1},\"pct_read\":{},\"x_read_plus_copy\":{}}}",
                     r.op, r.shape, r.dtype, o.threads, r.time.as_nanos(), gbs(r.bytes, r.time), pct_copy(r),
                     pct_read(r).map_or("null".to_string(), |p| format!("{p:.1}")),
-                    vs_bound(r).map_or("null".to_string(), |p| format!("{p:.3}"))
+                    r.bound.map_or("null".to_string(), |p| format!("{p:.3}"))
                 )
             })
             .collect();
@@ -503,7 +478,7 @@ fn main() {
             gbs(r.bytes, r.time),
             pct_copy(r),
             pct_read(r).map_or("—".to_string(), |p| format!("{p:.0}%")),
-            vs_bound(r).map_or("—".to_string(), |p| format!("{p:.2}"))
+            r.bound.map_or("—".to_string(), |p| format!("{p:.2}"))
         );
     }
 }
