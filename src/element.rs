@@ -53,6 +53,9 @@ pub trait Vector<A: Float>: Arith + Send + Sync + Debug {
     /// The sum of the lanes, in a fixed order for a given build (`wide`'s `reduce_add`:
     /// halves added until one lane is left, by shuffles instead of a store and scalar adds).
     fn reduce_add(self) -> A;
+    /// Lanes `lo..hi` of `self`, the others of `other` (`lo ≤ hi ≤ LANES`): a lane mask by two
+    /// compares with the lane indices, no round trip through memory.
+    fn lanes_or(self, lo: usize, hi: usize, other: Self) -> Self;
 }
 
 /// An accumulator type: `f32` or `f64` (sealed). Also an [`Element`] (its own accumulator).
@@ -188,6 +191,12 @@ macro_rules! impl_float {
             #[inline(always)]
             fn reduce_add(self) -> $t {
                 <$v>::reduce_add(self)
+            }
+            #[inline(always)]
+            fn lanes_or(self, lo: usize, hi: usize, other: Self) -> Self {
+                let lane = <$v>::new(std::array::from_fn(|i| i as $t));
+                let below = |k: usize| lane.simd_lt(<$v>::splat(k as $t));
+                below(lo).select(other, below(hi).select(self, other))
             }
         }
         impl Float for $t {
@@ -514,11 +523,7 @@ pub(crate) fn store_partial<T: Element>(v: <T::Acc as Float>::V, x: &mut [T]) {
 /// Zeroes lanes `n..` of `v` (the tail mask).
 #[inline]
 pub(crate) fn keep_first<A: Float>(v: A::V, n: usize) -> A::V {
-    let mut a = v.to_array();
-    for l in &mut a.as_mut()[n..] {
-        *l = A::ZERO;
-    }
-    Vector::from_array(a)
+    v.lanes_or(0, n, <A::V as Vector<A>>::ZERO)
 }
 
 #[cfg(test)]

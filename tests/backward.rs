@@ -427,3 +427,132 @@ fn backward_deterministic_across_thread_counts() {
         assert!(run(t) == one, "{t} threads differ from 1");
     }
 }
+
+/// `len` values of `v` placed `off` elements past the start of a fresh buffer: every one of
+/// the 16 positions relative to a 64-byte boundary is reached by some `off < 16`.
+fn placed<T: Copy>(v: &[T], off: usize, fill: T) -> (Vec<T>, usize) {
+    let mut buf = vec![fill; v.len() + 16];
+    buf[off..off + v.len()].copy_from_slice(v);
+    (buf, off)
+}
+
+/// One LayerNorm (`rms = false`) or RMSNorm backward on `rows` rows of `n` values, `x`, `dy`
+/// and `dx` each at its own offset `offs`, against the oracle from the same statistics.
+///
+/// Tolerances, in units of ε of `T::Acc`: the row sums `Σg`, `Σg·x̂` are summed by lane
+/// accumulators (at most `n/8` terms each in any build: ≥ 8 lanes) and a tree of depth ≤ 6,
+/// so their error is ≤ (n/8 + 8)·ε·Σ|·|; `dx = (g·a) + x̂·β + γ` carries those through
+/// β = −a·Σg·x̂/n and γ = −a·Σg/n, plus a few roundings of each term (×2 margin):
+/// `tol = 2·(n/8 + 16)·ε·a·(|g| + |x̂|·Σ|g·x̂|/n + Σ|g|/n)`. dweight / dbias sum ≤ 3 rows of
+/// one-rounding products: `8ε·Σ|dy|·(|x̂| + |μ|·a)` (x − μ rounds by ε·|x|) and `8ε·Σ|dy|`.
+/// A lane counted twice or dropped at a row's ends moves `Σg` by a whole term: ~n/8·ε
+/// beyond these bounds for n ≤ 5000, so it is caught.
+#[allow(clippy::too_many_arguments)]
+fn check_rows_backward<T: simdnorm::Element>(
+    rows: usize,
+    n: usize,
+    offs: [usize; 3],
+    kappa: f64,
+    rms: bool,
+    weighted: bool,
+    want: (bool, bool),
+    seed: u64,
+) -> Result<(), String> {
+    use simdnorm::Float;
+    let mut rng = Rng(seed);
+    let eps = <T::Acc as Float>::EPSILON.to_f64();
+    let x = common::gaussian::<T>(&mut rng, rows * n, kappa, 1.0);
+    let dy = common::gaussian::<T>(&mut rng, rows * n, 0.0, 1.0);
+    let w = if weighted {
+        common::gaussian::<T>(&mut rng, n, 1.0, 0.5)
+    } else {
+        vec![]
+    };
+    let (zero, tz) = (T::Acc::from_f64(0.0), common::from_f64::<T>(0.0));
+    let (mut y, mut mean, mut rstd) = (vec![tz; rows * n], vec![zero; rows], vec![zero; rows]);
+    let ((xb, xo), (dyb, dyo)) = (placed(&x, offs[0], tz), placed(&dy, offs[1], tz));
+    let (xs, dys) = (&xb[xo..xo + x.len()], &dyb[dyo..dyo + dy.len()]);
+    let (mut dxb, dxo) = placed(&vec![tz; x.len()], offs[2], tz);
+    let dxs = &mut dxb[dxo..dxo + x.len()];
+    let (mut dw, mut db) = (vec![zero; n], vec![zero; n]);
+    let (dwo, dbo) = (want.0.then_some(&mut dw[..]), want.1.then_some(&mut db[..]));
+    if rms {
+        let op = RmsNorm::new(n);
+        let op = if weighted { op.weight(&w) } else { op };
+        op.forward_with_stats(xs, &mut y, &mut rstd).unwrap();
+        op.backward(dys, xs, &rstd, dxs, dwo).unwrap();
+    } else {
+        let op = LayerNorm::new(n);
+        let op = if weighted { op.weight(&w) } else { op };
+        op.forward_with_stats(xs, &mut y, &mut mean, &mut rstd)
+            .unwrap();
+        op.backward(dys, xs, &mean, &rstd, dxs, dwo, dbo).unwrap();
+    }
+    let f = |v: &[T::Acc]| v.iter().map(|a| a.to_f64()).collect::<Vec<f64>>();
+    let (mf, rf) = (f(&mean), f(&rstd));
+    let (rdx, rdw, rdb) =
+        simdnorm::oracle::layer_norm_backward(&dy, &x, n, &w, (!rms).then_some(&mf[..]), &rf);
+    let v = |t: T| t.to_acc().to_f64();
+    let wv = |j: usize| if weighted { v(w[j]) } else { 1.0 };
+    let k = 2.0 * (n as f64 / 8.0 + 16.0) * eps;
+    let (mut tw, mut tb) = (vec![0.0f64; n], vec![0.0f64; n]);
+    for r in 0..rows {
+        let (mu, a) = (mf[r], rf[r]);
+        let xh = |i: usize| (v(x[r * n + i]) - mu) * a;
+        let g = |i: usize| v(dy[r * n + i]) * wv(i);
+        let s1: f64 = (0..n).map(|i| g(i).abs()).sum();
+        let s2: f64 = (0..n).map(|i| (g(i) * xh(i)).abs()).sum();
+        for i in 0..n {
+            let j = r * n + i;
+            let tol = k * a * (g(i).abs() + xh(i).abs() * s2 / n as f64 + s1 / n as f64);
+            let got = v(dxs[j]);
+            if (got - rdx[j]).abs() > tol || !got.is_finite() {
+                return Err(format!(
+                    "dx[{r}][{i}] = {got}, oracle {} (tol {tol:e})",
+                    rdx[j]
+                ));
+            }
+            let d = v(dy[j]).abs();
+            tw[i] += 8.0 * eps * d * (xh(i).abs() + mu.abs() * a);
+            tb[i] += 8.0 * eps * d;
+        }
+    }
+    for (on, got, want, tol, what) in [
+        (want.0, &dw, &rdw, &tw, "dweight"),
+        (want.1 && !rms, &db, &rdb, &tb, "dbias"),
+    ] {
+        for i in (0..n).filter(|_| on) {
+            let g = got[i].to_f64();
+            if (g - want[i]).abs() > tol[i] + 1e-300 {
+                return Err(format!(
+                    "{what}[{i}] = {g}, oracle {} (tol {:e})",
+                    want[i], tol[i]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// LayerNorm and RMSNorm backward against the oracle at every row length (1..=300 and
+    /// longer), every alignment of x, dy and dx (the aligned body, the overlapped first and
+    /// last vectors, rows shorter than a vector), with and without weight, dweight, dbias.
+    #[test]
+    fn rows_backward_matches_the_oracle_at_every_length_and_offset(
+        rows in 1usize..4,
+        n in proptest::prop_oneof![4 => 1usize..=300, 1 => 301usize..5000],
+        offs in proptest::array::uniform3(0usize..16),
+        kappa in proptest::prop_oneof![proptest::strategy::Just(0.0), proptest::strategy::Just(1e2), proptest::strategy::Just(1e4)],
+        flags in proptest::prelude::any::<(bool, bool, bool, bool)>(),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let (rms, weighted, want) = (flags.0, flags.1, (flags.2, flags.3));
+        let r = check_rows_backward::<f32>(rows, n, offs, kappa, rms, weighted, want, seed);
+        proptest::prop_assert!(r.is_ok(), "f32 rows {} n {} offs {:?} kappa {} rms {}: {:?}", rows, n, offs, kappa, rms, r);
+        let r = check_rows_backward::<f64>(rows, n, offs, kappa, rms, weighted, want, seed);
+        proptest::prop_assert!(r.is_ok(), "f64 rows {} n {} offs {:?} kappa {} rms {}: {:?}", rows, n, offs, kappa, rms, r);
+    }
+}

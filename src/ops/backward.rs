@@ -11,11 +11,11 @@
 //! the fuzzer). [`sums`] is the first loop (`Σ g`, `Σ g·x̂`), [`dx_pass`] the second, which
 //! also adds each element's `dy·x̂` and `dy` into per-feature dweight / dbias partials.
 
-use crate::element::{Arith, Element, Float, Vector, keep_first, load_partial, store_partial};
+use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
 use crate::moments::lane_sum;
 use crate::tuning::NACC;
 
-use super::{head_len, split_opt};
+use super::{head_len, load_at, store_at};
 
 type V<T> = <<T as Element>::Acc as Float>::V;
 
@@ -104,14 +104,35 @@ fn sums_w<T: Element, const W: bool>(
     for (k, i) in (groups * NACC..dc.len()).enumerate() {
         step(k, i);
     }
+    let (n, lanes) = (dy.len(), T::Acc::LANES);
     if !dt.is_empty() {
-        // Padding lanes load 0: dy = 0, but x̂ = −μ·a may overflow (μ near ±f32::MAX) and
-        // 0·∞ is NaN (found by the fuzzer), so their products are masked.
-        let d = load_partial(dt);
-        let g = if W { d * load_partial(wt) } else { d };
-        let gx = keep_first::<T::Acc>(g * (load_partial(xt).mul_add(h, nmuh) * ah), dt.len());
-        s1[NACC - 1] = s1[NACC - 1] + g;
-        s2[NACC - 1] = s2[NACC - 1] + gx;
+        // The tail as the last whole vector of the slice where there is one, its lanes
+        // already summed masked out (a partial load goes element by element through memory:
+        // with `dx_w`'s partial ends, 24–40 % of the time of 256-wide rows' backward); else
+        // zero-padded, whose lanes give dy = 0 but x̂ = −μ·a, which may overflow (μ near
+        // ±f32::MAX): 0·∞ is NaN (found by the fuzzer), so products are masked either way.
+        let (lo, d, x, wv) = if n >= lanes {
+            let at = n - lanes;
+            let w = if W {
+                load_at(w, at, lanes)
+            } else {
+                V::<T>::ZERO
+            };
+            (
+                lanes - dt.len(),
+                load_at(dy, at, lanes),
+                load_at(x, at, lanes),
+                w,
+            )
+        } else {
+            let w = if W { load_partial(wt) } else { V::<T>::ZERO };
+            (0, load_partial(dt), load_partial(xt), w)
+        };
+        let hi = lo + dt.len();
+        let g = if W { d * wv } else { d };
+        let gx = g * (x.mul_add(h, nmuh) * ah);
+        s1[NACC - 1] = s1[NACC - 1] + g.lanes_or(lo, hi, V::<T>::ZERO);
+        s2[NACC - 1] = s2[NACC - 1] + gx.lanes_or(lo, hi, V::<T>::ZERO);
     }
     (lane_sum::<T::Acc>(s1), lane_sum::<T::Acc>(s2))
 }
@@ -171,18 +192,6 @@ pub(crate) fn dx_pass<T: Element>(
     dw: Option<&mut [T::Acc]>,
     db: Option<&mut [T::Acc]>,
 ) {
-    // The head up to dx's first vector boundary apart (its partial load and store in the
-    // kernel's tail step), so that the stores of the body are aligned (see `ops::map_row`;
-    // dw and db cannot take overlapped ends: they accumulate).
-    let h = head_len(dx);
-    if h > 0 && h < dx.len() {
-        let ((dw0, dw1), (db0, db1)) = (split_opt(dw, h), split_opt(db, h));
-        let (dx0, dx1) = dx.split_at_mut(h);
-        let w = w.map(|w| w.split_at(h));
-        dx_pass(&dy[..h], &x[..h], w.map(|w| w.0), c, dx0, dw0, db0);
-        dx_pass(&dy[h..], &x[h..], w.map(|w| w.1), c, dx1, dw1, db1);
-        return;
-    }
     match (w, dw, db) {
         (Some(w), Some(dw), Some(db)) => dx_w::<T, true, true, true>(dy, x, w, c, dx, dw, db),
         (Some(w), Some(dw), None) => dx_w::<T, true, true, false>(dy, x, w, c, dx, dw, &mut []),
@@ -195,6 +204,13 @@ pub(crate) fn dx_pass<T: Element>(
     }
 }
 
+/// [`dx_pass`] for the parameters present. The body is `dx`'s whole vectors from its first
+/// vector boundary ([`head_len`]), so that its stores are aligned (see `ops::map_row`); the
+/// head and the tail are the first and last whole vectors of the row, unaligned, computed and
+/// stored before and after the body: their `dx` lanes that overlap it are stored twice with
+/// equal values, and their dweight / dbias increments are masked to the lanes outside it
+/// (the partials accumulate; one read-modify-write after the other, so the overlap is safe).
+/// Only rows shorter than a vector take partial loads and stores.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
@@ -219,41 +235,101 @@ fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
     );
     let one = V::<T>::splat(T::Acc::ONE);
     // dx of one vector, and the partials' increments
-    let f = |d: V<T>, x: V<T>, w: V<T>| {
+    let f = move |d: V<T>, x: V<T>, w: V<T>| {
         let xh = x.mul_add(h, nmuh) * ah;
         let g = if W { d * w } else { d };
         let dx = (g * alpha).mul_add(post, xh.mul_add(beta, gamma));
         (dx, d * xh)
     };
-    let (dc, dt) = T::as_chunks(dy);
-    let (xc, xt) = T::as_chunks(x);
-    let (wc, wt) = T::as_chunks(w);
-    let (oc, ot) = T::as_chunks_mut(dx);
-    let (dwc, dwt) = <T::Acc as Element>::as_chunks_mut(dw);
-    let (dbc, dbt) = <T::Acc as Element>::as_chunks_mut(db);
-    for (i, (o, (d, x))) in oc.iter_mut().zip(dc.iter().zip(xc)).enumerate() {
-        let d = T::load(d);
-        let (v, pw) = f(d, T::load(x), if W { T::load(&wc[i]) } else { one });
-        T::store(v, o);
+    let (n, lanes) = (dx.len(), T::Acc::LANES);
+    if n < lanes {
+        let d = load_partial(dy);
+        let (v, pw) = f(d, load_partial(x), if W { load_partial(w) } else { one });
+        store_partial(v, dx);
         if DW {
-            let p = &mut dwc[i];
-            <T::Acc as Element>::store(<T::Acc as Element>::load(p) + pw, p);
+            store_partial(load_partial(dw) + pw, dw);
         }
         if DB {
-            let p = &mut dbc[i];
-            <T::Acc as Element>::store(<T::Acc as Element>::load(p) + d, p);
+            store_partial(load_partial(db) + d, db);
+        }
+        return;
+    }
+    let (dy, x, w) = (&dy[..n], &x[..n], if W { &w[..n] } else { w });
+    // one whole vector at `at`, its increments added to lanes `lo..hi` only
+    let end =
+        |at: usize, lo: usize, hi: usize, dx: &mut [T], dw: &mut [T::Acc], db: &mut [T::Acc]| {
+            let d = load_at(dy, at, lanes);
+            let (v, pw) = f(
+                d,
+                load_at(x, at, lanes),
+                if W { load_at(w, at, lanes) } else { one },
+            );
+            store_at(v, dx, at, lanes);
+            let zero = V::<T>::ZERO;
+            if DW {
+                store_at(
+                    load_at(dw, at, lanes) + pw.lanes_or(lo, hi, zero),
+                    dw,
+                    at,
+                    lanes,
+                );
+            }
+            if DB {
+                store_at(
+                    load_at(db, at, lanes) + d.lanes_or(lo, hi, zero),
+                    db,
+                    at,
+                    lanes,
+                );
+            }
+        };
+    let head = head_len(dx);
+    let stop = head + (n - head) / lanes * lanes;
+    if head > 0 {
+        end(0, 0, head, dx, dw, db);
+    }
+    {
+        let (dc, xc) = (
+            T::as_chunks(&dy[head..stop]).0,
+            T::as_chunks(&x[head..stop]).0,
+        );
+        let wc = if W {
+            T::as_chunks(&w[head..stop]).0
+        } else {
+            &[]
+        };
+        let oc = T::as_chunks_mut(&mut dx[head..stop]).0;
+        let dwc = if DW {
+            <T::Acc as Element>::as_chunks_mut(&mut dw[head..stop]).0
+        } else {
+            &mut []
+        };
+        let dbc = if DB {
+            <T::Acc as Element>::as_chunks_mut(&mut db[head..stop]).0
+        } else {
+            &mut []
+        };
+        let k = oc.len();
+        let (dc, xc) = (&dc[..k], &xc[..k]);
+        let wc = if W { &wc[..k] } else { wc };
+        let dwc = if DW { &mut dwc[..k] } else { dwc };
+        let dbc = if DB { &mut dbc[..k] } else { dbc };
+        for (i, (o, (d, x))) in oc.iter_mut().zip(dc.iter().zip(xc)).enumerate() {
+            let d = T::load(d);
+            let (v, pw) = f(d, T::load(x), if W { T::load(&wc[i]) } else { one });
+            T::store(v, o);
+            if DW {
+                let p = &mut dwc[i];
+                <T::Acc as Element>::store(<T::Acc as Element>::load(p) + pw, p);
+            }
+            if DB {
+                let p = &mut dbc[i];
+                <T::Acc as Element>::store(<T::Acc as Element>::load(p) + d, p);
+            }
         }
     }
-    if !ot.is_empty() {
-        let d = load_partial(dt);
-        let (v, pw) = f(d, load_partial(xt), if W { load_partial(wt) } else { one });
-        store_partial(v, ot);
-        if DW {
-            store_partial(load_partial(dwt) + pw, dwt);
-        }
-        if DB {
-            store_partial(load_partial(dbt) + d, dbt);
-        }
+    if stop < n {
+        end(n - lanes, stop - (n - lanes), lanes, dx, dw, db);
     }
 }
 
