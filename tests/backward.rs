@@ -556,3 +556,55 @@ proptest::proptest! {
         proptest::prop_assert!(r.is_ok(), "f64 rows {} n {} offs {:?} kappa {} rms {}: {:?}", rows, n, offs, kappa, rms, r);
     }
 }
+
+/// Rows long enough to be taken in pairs (a whole number of vectors, ≥ 2048 values), odd row
+/// counts (a pair and a single row), every alignment of dx: against the oracle, and dx bit
+/// for bit equal to the rows' backward one call per row.
+#[test]
+fn paired_rows_backward_match_the_oracle_and_single_rows() {
+    for (n, rows) in [(2048, 3), (4096, 5), (2064, 2), (4100, 3)] {
+        for off in [0, 1, 5, 12] {
+            for (rms, weighted, want) in [(false, true, (true, true)), (true, false, (true, false))]
+            {
+                let r = check_rows_backward::<f32>(
+                    rows,
+                    n,
+                    [off, 3, off],
+                    1e3,
+                    rms,
+                    weighted,
+                    want,
+                    n as u64,
+                );
+                assert!(r.is_ok(), "n {n} rows {rows} off {off} rms {rms}: {r:?}");
+            }
+        }
+        let mut rng = Rng(n as u64);
+        let x = common::gaussian::<f32>(&mut rng, rows * n, 3.0, 1.0);
+        let dy = common::gaussian::<f32>(&mut rng, rows * n, 0.0, 1.0);
+        let w = common::gaussian::<f32>(&mut rng, n, 1.0, 0.5);
+        let ln = LayerNorm::new(n).weight(&w);
+        let (mut y, mut m, mut s) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
+        ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
+        let mut dx = vec![0.0f32; x.len()];
+        let mut dw = vec![0.0f32; n];
+        ln.backward(&dy, &x, &m, &s, &mut dx, Some(&mut dw), None)
+            .unwrap();
+        for r in 0..rows {
+            let q = r * n..(r + 1) * n;
+            let mut one = vec![0.0f32; n];
+            ln.backward(
+                &dy[q.clone()],
+                &x[q.clone()],
+                &m[r..=r],
+                &s[r..=r],
+                &mut one,
+                None,
+                None,
+            )
+            .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&one), bits(&dx[q]), "n {n} row {r}");
+        }
+    }
+}

@@ -192,144 +192,214 @@ pub(crate) fn dx_pass<T: Element>(
     dw: Option<&mut [T::Acc]>,
     db: Option<&mut [T::Acc]>,
 ) {
+    dx_rows::<T, 1>([dy], [x], w, [c], [dx], dw, db)
+}
+
+/// [`dx_pass`] over `R` rows of one length and one alignment of `dx` at once, sharing each
+/// vector of the weight and of the dweight / dbias partials between them (one load of `w`
+/// and one read-modify-write of each partial per `R` rows: with rows of 2048 values or more,
+/// a row's six streams no longer fit in L1). The partials add row 0's increment, then row
+/// 1's, …: bit for bit what `R` calls of [`dx_pass`] give.
+pub(crate) fn dx_rows<T: Element, const R: usize>(
+    dy: [&[T]; R],
+    x: [&[T]; R],
+    w: Option<&[T]>,
+    c: [Coef<T::Acc>; R],
+    dx: [&mut [T]; R],
+    dw: Option<&mut [T::Acc]>,
+    db: Option<&mut [T::Acc]>,
+) {
     match (w, dw, db) {
-        (Some(w), Some(dw), Some(db)) => dx_w::<T, true, true, true>(dy, x, w, c, dx, dw, db),
-        (Some(w), Some(dw), None) => dx_w::<T, true, true, false>(dy, x, w, c, dx, dw, &mut []),
-        (Some(w), None, Some(db)) => dx_w::<T, true, false, true>(dy, x, w, c, dx, &mut [], db),
-        (Some(w), None, None) => dx_w::<T, true, false, false>(dy, x, w, c, dx, &mut [], &mut []),
-        (None, Some(dw), Some(db)) => dx_w::<T, false, true, true>(dy, x, &[], c, dx, dw, db),
-        (None, Some(dw), None) => dx_w::<T, false, true, false>(dy, x, &[], c, dx, dw, &mut []),
-        (None, None, Some(db)) => dx_w::<T, false, false, true>(dy, x, &[], c, dx, &mut [], db),
-        (None, None, None) => dx_w::<T, false, false, false>(dy, x, &[], c, dx, &mut [], &mut []),
+        (Some(w), Some(dw), Some(db)) => dx_w::<T, R, true, true, true>(dy, x, w, c, dx, dw, db),
+        (Some(w), Some(dw), None) => dx_w::<T, R, true, true, false>(dy, x, w, c, dx, dw, &mut []),
+        (Some(w), None, Some(db)) => dx_w::<T, R, true, false, true>(dy, x, w, c, dx, &mut [], db),
+        (Some(w), None, None) => {
+            dx_w::<T, R, true, false, false>(dy, x, w, c, dx, &mut [], &mut [])
+        }
+        (None, Some(dw), Some(db)) => dx_w::<T, R, false, true, true>(dy, x, &[], c, dx, dw, db),
+        (None, Some(dw), None) => dx_w::<T, R, false, true, false>(dy, x, &[], c, dx, dw, &mut []),
+        (None, None, Some(db)) => dx_w::<T, R, false, false, true>(dy, x, &[], c, dx, &mut [], db),
+        (None, None, None) => {
+            dx_w::<T, R, false, false, false>(dy, x, &[], c, dx, &mut [], &mut [])
+        }
     }
 }
 
-/// [`dx_pass`] for the parameters present. The body is `dx`'s whole vectors from its first
+/// The coefficients of [`Coef`] as vectors.
+#[derive(Clone, Copy)]
+struct CoefV<V> {
+    h: V,
+    nmuh: V,
+    ah: V,
+    alpha: V,
+    beta: V,
+    gamma: V,
+    post: V,
+}
+
+impl<V: Arith> CoefV<V> {
+    /// `dx` of one vector from `dy`, `x` and `g = dy·w`, and its dweight increment `dy·x̂`.
+    #[inline(always)]
+    fn grad(&self, d: V, x: V, g: V) -> (V, V) {
+        let xh = x.mul_add(self.h, self.nmuh) * self.ah;
+        let dx = (g * self.alpha).mul_add(self.post, xh.mul_add(self.beta, self.gamma));
+        (dx, d * xh)
+    }
+}
+
+/// [`Coef`]'s coefficients splatted.
+#[inline(always)]
+fn coef_v<A: Float>(c: Coef<A>) -> CoefV<A::V> {
+    let s = <A::V as Vector<A>>::splat;
+    CoefV {
+        h: s(c.center.h),
+        nmuh: s(c.center.nmuh),
+        ah: s(c.center.ah),
+        alpha: s(c.alpha),
+        beta: s(c.beta),
+        gamma: s(c.gamma),
+        post: s(c.post),
+    }
+}
+
+/// One whole vector of a row at `at` (a row's first or last: see [`dx_w`]): `dx` stored,
+/// the dweight / dbias increments added to lanes `lo..hi` only.
+#[inline(always)]
+fn end_vector<T: Element, const W: bool, const DW: bool, const DB: bool>(
+    k: &CoefV<V<T>>,
+    (dy, x, w): (&[T], &[T], &[T]),
+    (at, lo, hi): (usize, usize, usize),
+    dx: &mut [T],
+    dw: &mut [T::Acc],
+    db: &mut [T::Acc],
+) {
+    let (lanes, zero) = (T::Acc::LANES, V::<T>::ZERO);
+    let d = load_at(dy, at, lanes);
+    let g = if W { d * load_at(w, at, lanes) } else { d };
+    let (v, pw) = k.grad(d, load_at(x, at, lanes), g);
+    store_at(v, dx, at, lanes);
+    if DW {
+        let p = load_at(dw, at, lanes) + pw.lanes_or(lo, hi, zero);
+        store_at(p, dw, at, lanes);
+    }
+    if DB {
+        store_at(
+            load_at(db, at, lanes) + d.lanes_or(lo, hi, zero),
+            db,
+            at,
+            lanes,
+        );
+    }
+}
+
+/// [`dx_rows`] for the parameters present. The body is `dx`'s whole vectors from its first
 /// vector boundary ([`head_len`]), so that its stores are aligned (see `ops::map_row`); the
 /// head and the tail are the first and last whole vectors of the row, unaligned, computed and
 /// stored before and after the body: their `dx` lanes that overlap it are stored twice with
 /// equal values, and their dweight / dbias increments are masked to the lanes outside it
 /// (the partials accumulate; one read-modify-write after the other, so the overlap is safe).
-/// Only rows shorter than a vector take partial loads and stores.
+/// Only rows shorter than a vector take partial loads and stores. (Plain functions, no
+/// closures holding the coefficients: a closure referred to from two places kept them in
+/// memory, reloaded per vector.)
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn dx_w<T: Element, const W: bool, const DW: bool, const DB: bool>(
-    dy: &[T],
-    x: &[T],
+fn dx_w<T: Element, const R: usize, const W: bool, const DW: bool, const DB: bool>(
+    dy: [&[T]; R],
+    x: [&[T]; R],
     w: &[T],
-    c: Coef<T::Acc>,
-    dx: &mut [T],
+    c: [Coef<T::Acc>; R],
+    mut dx: [&mut [T]; R],
     dw: &mut [T::Acc],
     db: &mut [T::Acc],
 ) {
-    let post = V::<T>::splat(c.post);
-    let (h, nmuh, ah) = (
-        V::<T>::splat(c.center.h),
-        V::<T>::splat(c.center.nmuh),
-        V::<T>::splat(c.center.ah),
-    );
-    let (alpha, beta, gamma) = (
-        V::<T>::splat(c.alpha),
-        V::<T>::splat(c.beta),
-        V::<T>::splat(c.gamma),
-    );
-    let one = V::<T>::splat(T::Acc::ONE);
-    // dx of one vector, and the partials' increments
-    let f = move |d: V<T>, x: V<T>, w: V<T>| {
-        let xh = x.mul_add(h, nmuh) * ah;
-        let g = if W { d * w } else { d };
-        let dx = (g * alpha).mul_add(post, xh.mul_add(beta, gamma));
-        (dx, d * xh)
-    };
-    let (n, lanes) = (dx.len(), T::Acc::LANES);
+    let mut k = [coef_v(c[0]); R];
+    for (k, c) in k.iter_mut().zip(c) {
+        *k = coef_v(c);
+    }
+    let (n, lanes) = (dx[0].len(), T::Acc::LANES);
     if n < lanes {
-        let d = load_partial(dy);
-        let (v, pw) = f(d, load_partial(x), if W { load_partial(w) } else { one });
-        store_partial(v, dx);
-        if DW {
-            store_partial(load_partial(dw) + pw, dw);
-        }
-        if DB {
-            store_partial(load_partial(db) + d, db);
+        for r in 0..R {
+            let d = load_partial(dy[r]);
+            let g = if W { d * load_partial(w) } else { d };
+            let (v, pw) = k[r].grad(d, load_partial(x[r]), g);
+            store_partial(v, dx[r]);
+            if DW {
+                store_partial(load_partial(dw) + pw, dw);
+            }
+            if DB {
+                store_partial(load_partial(db) + d, db);
+            }
         }
         return;
     }
-    let (dy, x, w) = (&dy[..n], &x[..n], if W { &w[..n] } else { w });
-    // one whole vector at `at`, its increments added to lanes `lo..hi` only
-    let end =
-        |at: usize, lo: usize, hi: usize, dx: &mut [T], dw: &mut [T::Acc], db: &mut [T::Acc]| {
-            let d = load_at(dy, at, lanes);
-            let (v, pw) = f(
-                d,
-                load_at(x, at, lanes),
-                if W { load_at(w, at, lanes) } else { one },
-            );
-            store_at(v, dx, at, lanes);
-            let zero = V::<T>::ZERO;
-            if DW {
-                store_at(
-                    load_at(dw, at, lanes) + pw.lanes_or(lo, hi, zero),
-                    dw,
-                    at,
-                    lanes,
-                );
-            }
-            if DB {
-                store_at(
-                    load_at(db, at, lanes) + d.lanes_or(lo, hi, zero),
-                    db,
-                    at,
-                    lanes,
-                );
-            }
-        };
-    let head = head_len(dx);
+    let w = if W { &w[..n] } else { w };
+    let (dy, x) = (dy.map(|d| &d[..n]), x.map(|x| &x[..n]));
+    let head = head_len(dx[0]);
+    debug_assert!(dx.iter().all(|d| d.len() == n && head_len(d) == head));
     let stop = head + (n - head) / lanes * lanes;
     if head > 0 {
-        end(0, 0, head, dx, dw, db);
+        for (r, dx) in dx.iter_mut().enumerate() {
+            end_vector::<T, W, DW, DB>(&k[r], (dy[r], x[r], w), (0, 0, head), dx, dw, db);
+        }
     }
     {
+        let oc = dx
+            .each_mut()
+            .map(|d| T::as_chunks_mut(&mut d[head..stop]).0);
+        let kv = oc[0].len();
+        let oc = oc.map(|o| &mut o[..kv]);
         let (dc, xc) = (
-            T::as_chunks(&dy[head..stop]).0,
-            T::as_chunks(&x[head..stop]).0,
+            dy.map(|d| &T::as_chunks(&d[head..stop]).0[..kv]),
+            x.map(|x| &T::as_chunks(&x[head..stop]).0[..kv]),
         );
         let wc = if W {
-            T::as_chunks(&w[head..stop]).0
+            &T::as_chunks(&w[head..stop]).0[..kv]
         } else {
             &[]
         };
-        let oc = T::as_chunks_mut(&mut dx[head..stop]).0;
         let dwc = if DW {
-            <T::Acc as Element>::as_chunks_mut(&mut dw[head..stop]).0
+            &mut <T::Acc as Element>::as_chunks_mut(&mut dw[head..stop]).0[..kv]
         } else {
             &mut []
         };
         let dbc = if DB {
-            <T::Acc as Element>::as_chunks_mut(&mut db[head..stop]).0
+            &mut <T::Acc as Element>::as_chunks_mut(&mut db[head..stop]).0[..kv]
         } else {
             &mut []
         };
-        let k = oc.len();
-        let (dc, xc) = (&dc[..k], &xc[..k]);
-        let wc = if W { &wc[..k] } else { wc };
-        let dwc = if DW { &mut dwc[..k] } else { dwc };
-        let dbc = if DB { &mut dbc[..k] } else { dbc };
-        for (i, (o, (d, x))) in oc.iter_mut().zip(dc.iter().zip(xc)).enumerate() {
-            let d = T::load(d);
-            let (v, pw) = f(d, T::load(x), if W { T::load(&wc[i]) } else { one });
-            T::store(v, o);
+        for i in 0..kv {
+            let wv = if W { T::load(&wc[i]) } else { V::<T>::ZERO };
+            let zero = V::<T>::ZERO;
+            let mut pw = if DW {
+                <T::Acc as Element>::load(&dwc[i])
+            } else {
+                zero
+            };
+            let mut pb = if DB {
+                <T::Acc as Element>::load(&dbc[i])
+            } else {
+                zero
+            };
+            for r in 0..R {
+                let d = T::load(&dc[r][i]);
+                let (v, p) = k[r].grad(d, T::load(&xc[r][i]), if W { d * wv } else { d });
+                T::store(v, &mut oc[r][i]);
+                pw = pw + p;
+                pb = pb + d;
+            }
             if DW {
-                let p = &mut dwc[i];
-                <T::Acc as Element>::store(<T::Acc as Element>::load(p) + pw, p);
+                <T::Acc as Element>::store(pw, &mut dwc[i]);
             }
             if DB {
-                let p = &mut dbc[i];
-                <T::Acc as Element>::store(<T::Acc as Element>::load(p) + d, p);
+                <T::Acc as Element>::store(pb, &mut dbc[i]);
             }
         }
     }
     if stop < n {
-        end(n - lanes, stop - (n - lanes), lanes, dx, dw, db);
+        for (r, dx) in dx.iter_mut().enumerate() {
+            let at = n - lanes;
+            end_vector::<T, W, DW, DB>(&k[r], (dy[r], x[r], w), (at, stop - at, lanes), dx, dw, db);
+        }
     }
 }
 
@@ -440,16 +510,38 @@ pub(crate) fn rows_backward<T: Element>(
     let (want_w, want_b) = (dweight.is_some(), dbias.is_some());
     let per_block = rows_per_block(n);
     let par_leaves = (crate::tuning::PAR_ELEMS / (per_block * n)).max(2);
+    // rows of one alignment (n a whole number of vectors) and too long for L1 go in pairs
+    let pair = n >= crate::tuning::PAIR_ROWS_MIN && n.is_multiple_of(T::Acc::LANES);
     let leaf = |blk: usize, dx: &mut [T]| {
         let mut g = Grads::zeros_like(n, want_w, want_b, dx);
-        for (k, dxr) in dx.chunks_mut(n).enumerate() {
-            let i = blk * per_block + k;
+        let coef = |i: usize| {
             let (dyr, xr) = (&dy[i * n..][..n], &x[i * n..][..n]);
             let mu = mean.map_or(T::Acc::ZERO, |m| m[i]);
             let fin = |s: &(T::Acc, T::Acc)| s.0.is_finite() && s.1.is_finite();
             let (cen, (s1, s2)) = Center::rescued(mu, rstd[i], fin, |c| sums(dyr, xr, w, c));
             let s1 = if mean.is_some() { s1 } else { T::Acc::ZERO };
             let c = Coef::new(cen, rstd[i], s1.to_f64(), s2.to_f64(), n, T::Acc::ONE);
+            (dyr, xr, c)
+        };
+        let first = blk * per_block;
+        let (pairs, rest) = dx.split_at_mut(if pair { dx.len() / (2 * n) * 2 * n } else { 0 });
+        for (k, dxp) in pairs.chunks_mut(2 * n).enumerate() {
+            let ((dy0, x0, c0), (dy1, x1, c1)) = (coef(first + 2 * k), coef(first + 2 * k + 1));
+            let (dx0, dx1) = dxp.split_at_mut(n);
+            let (pw, pb) = g.parts();
+            dx_rows(
+                [dy0, dy1],
+                [x0, x1],
+                w,
+                [c0, c1],
+                [dx0, dx1],
+                want_w.then_some(pw),
+                want_b.then_some(pb),
+            );
+        }
+        let done = first + pairs.len() / n;
+        for (k, dxr) in rest.chunks_mut(n).enumerate() {
+            let (dyr, xr, c) = coef(done + k);
             let (pw, pb) = g.parts();
             dx_pass(
                 dyr,
