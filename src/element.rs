@@ -489,9 +489,32 @@ pub(crate) fn f32_to_f16(f: f32) -> u16 {
     (o | sign) as u16
 }
 
+/// `len` values of `s` from offset `i` (`len ≤ LANES`; lanes past `len` are 0): a whole
+/// vector, or a partial load ([`load_partial`]).
+#[inline(always)]
+pub(crate) fn load_at<T: Element>(s: &[T], i: usize, len: usize) -> <T::Acc as Float>::V {
+    if len == T::Acc::LANES {
+        T::load(&T::as_chunks(&s[i..i + len]).0[0])
+    } else {
+        load_partial(&s[i..i + len])
+    }
+}
+
+/// Stores the first `len` lanes of `v` at offset `i` of `s`.
+#[inline(always)]
+pub(crate) fn store_at<T: Element>(v: <T::Acc as Float>::V, s: &mut [T], i: usize, len: usize) {
+    if len == T::Acc::LANES {
+        T::store(v, &mut T::as_chunks_mut(&mut s[i..i + len]).0[0]);
+    } else {
+        store_partial(v, &mut s[i..i + len]);
+    }
+}
+
 /// Loads the last `x.len() < LANES` elements of a slice into a vector whose remaining lanes
-/// are 0. The only partial load in the crate: every kernel's tail goes through it and then
-/// masks its per-lane terms with [`keep_first`].
+/// are 0, element by element through a stack array (no masked loads in `wide`): the kernels
+/// use it only where a slice is shorter than a vector, or where lanes are columns and cannot
+/// move (`col_moments`); elsewhere a tail is the slice's last whole vector, overlapping what
+/// was done, with the overlap masked ([`Vector::lanes_or`]).
 #[inline]
 pub(crate) fn load_partial<T: Element>(x: &[T]) -> <T::Acc as Float>::V {
     debug_assert!(

@@ -11,11 +11,13 @@
 //! the fuzzer). [`sums`] is the first loop (`Σ g`, `Σ g·x̂`), [`dx_pass`] the second, which
 //! also adds each element's `dy·x̂` and `dy` into per-feature dweight / dbias partials.
 
-use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
+use crate::element::{
+    Arith, Element, Float, Vector, load_at, load_partial, store_at, store_partial,
+};
 use crate::moments::lane_sum;
 use crate::tuning::NACC;
 
-use super::{head_len, load_at, store_at};
+use super::head_len;
 
 type V<T> = <<T as Element>::Acc as Float>::V;
 

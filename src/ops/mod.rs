@@ -24,7 +24,7 @@ pub use group_norm::GroupNorm;
 pub use layer_norm::LayerNorm;
 pub use rms_norm::RmsNorm;
 
-use crate::element::{Arith, Element, Float, Vector, load_partial, store_partial};
+use crate::element::{Arith, Element, Float, Vector, load_at, store_at};
 use crate::error::{NormError, check_len, rows_of};
 use crate::moments::Run;
 use crate::{par, tuning};
@@ -387,26 +387,6 @@ pub(crate) fn run_rows<T: Element>(
 /// over the row loop of [`map_row`].
 pub(crate) fn add_into<T: Element>(residual: &mut [T], x: &[T]) {
     map_row(None, residual, [x], |r, [x], _, _| r + x);
-}
-
-/// `len` values of `s` from offset `i` (`len ≤ LANES`; lanes past `len` are 0).
-#[inline(always)]
-fn load_at<T: Element>(s: &[T], i: usize, len: usize) -> <T::Acc as Float>::V {
-    if len == T::Acc::LANES {
-        T::load(&T::as_chunks(&s[i..i + len]).0[0])
-    } else {
-        load_partial(&s[i..i + len])
-    }
-}
-
-/// Stores the first `len` lanes of `v` at offset `i` of `s`.
-#[inline(always)]
-fn store_at<T: Element>(v: <T::Acc as Float>::V, s: &mut [T], i: usize, len: usize) {
-    if len == T::Acc::LANES {
-        T::store(v, &mut T::as_chunks_mut(&mut s[i..i + len]).0[0]);
-    } else {
-        store_partial(v, &mut s[i..i + len]);
-    }
 }
 
 /// The row loop of the element-wise steps: `dst[i..i+len] = f(src[i..i+len], ex, i, len)`
