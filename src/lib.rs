@@ -7,7 +7,8 @@
 //! * [`welford`]: shifted, vectorized Welford with a reciprocal table (no division in the
 //!   loop), single pass;
 //! * [`two_pass`]: the corrected two-pass algorithm of Chan, Golub & LeVeque;
-//! * [`moments`](fn@moments): the recommended method for the size (blocked two-pass: one read of memory);
+//! * [`moments`](fn@moments): the recommended method for the size (Welford at every size
+//!   measured: one read of memory);
 //! * [`Welford`]: a streaming, mergeable state;
 //! * [`row_moments`] (LayerNorm statistics) and [`col_moments`] (BatchNorm statistics).
 //!

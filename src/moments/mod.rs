@@ -473,8 +473,8 @@ pub fn two_pass<T: Element>(x: &[T]) -> Moments<T::Acc> {
 
 /// Mean and variance by the recommended method for the size of `x`.
 ///
-/// On every size measured this is [`welford`](fn@welford): single pass, and no slower than [`two_pass`](fn@two_pass)
-/// even when `x` sits in L1. Measured on Zen 4 (AVX-512, 1 thread, ns per call):
+/// On every size measured this is [`welford`](fn@welford): single pass, and no slower than
+/// [`two_pass`](fn@two_pass) even when `x` sits in L1. Measured on Zen 4 (AVX-512, 1 thread, ns per call):
 ///
 /// | n | 64 | 1024 | 4096 | 16384 | 65536 | 262144 | 1e8 |
 /// |---|---|---|---|---|---|---|---|
