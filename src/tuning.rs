@@ -54,10 +54,13 @@ pub const COL_BLOCK_VECTORS: usize = 16;
 /// block: the partials (2 × 16 KiB) stay in L1/L2 and the merges are 1/32 of the work.
 pub const GRAD_BLOCK: usize = 131072;
 
-/// Row length from which LayerNorm / RMSNorm backward takes rows in pairs (sharing each load
-/// of the weight and each read-modify-write of the dweight / dbias partials): a row's six
-/// streams (x, dy, dx, w and the two partials) exceed a 32 KiB L1 from 1366 f32 values.
-/// Measured (throwaway probe kernels, 1 thread, 16M f32 values): pairs 18–20 % faster for
-/// rows of 2048–16384 values, 8–13 % slower for 1024; in the kernel (A/B against single
-/// rows): 4096×4096 16.8 → 14.9 ms, 128×4096 218 → 190 µs, 8×4096 12.0 → 10.2 µs.
-pub const PAIR_ROWS_MIN: usize = 2048;
+/// The L1 data cache a row's streams are weighed against (`ops::pairs_pay`): rows whose
+/// streams (LayerNorm forward: x, y, weight, bias; backward: x, dy, dx, weight and the
+/// dweight / dbias partials) exceed it go two at a time, sharing the parameter streams.
+/// Measured, 1 thread, f32: backward (six streams, pairs from 1366 values) — throwaway probe
+/// kernels 18–20 % faster for rows of 2048–16384 values, 8–13 % slower for 1024 (fits); in
+/// the kernel (A/B against single rows) 4096×4096 16.8 → 14.9 ms, 128×4096 218 → 190 µs,
+/// 8×4096 12.0 → 10.2 µs. LayerNorm forward with weight and bias (four streams, pairs from
+/// 2049 values): 4096×4096 9.7 → 8.6 ms, 128×4096 127 → 112 µs; 2048 (exactly 32 KiB)
+/// 117 → 113 µs in cache and within the noise from DRAM.
+pub const L1_BYTES: usize = 32 * 1024;

@@ -199,9 +199,9 @@ pub(crate) fn dx_pass<T: Element>(
 
 /// [`dx_pass`] over `R` rows of one length and one alignment of `dx` at once, sharing each
 /// vector of the weight and of the dweight / dbias partials between them (one load of `w`
-/// and one read-modify-write of each partial per `R` rows: with rows of 2048 values or more,
-/// a row's six streams no longer fit in L1). The partials add row 0's increment, then row
-/// 1's, …: bit for bit what `R` calls of [`dx_pass`] give.
+/// and one read-modify-write of each partial per `R` rows: used once a row's six streams no
+/// longer fit in L1, `super::pairs_pay`). The partials add row 0's increment, then row 1's,
+/// …: bit for bit what `R` calls of [`dx_pass`] give.
 pub(crate) fn dx_rows<T: Element, const R: usize>(
     dy: [&[T]; R],
     x: [&[T]; R],
@@ -513,7 +513,7 @@ pub(crate) fn rows_backward<T: Element>(
     let per_block = rows_per_block(n);
     let par_leaves = (crate::tuning::PAR_ELEMS / (per_block * n)).max(2);
     // rows of one alignment (n a whole number of vectors) and too long for L1 go in pairs
-    let pair = n >= crate::tuning::PAIR_ROWS_MIN && n.is_multiple_of(T::Acc::LANES);
+    let pair = super::pairs_pay::<T>(n, 4 * size_of::<T>() + 2 * size_of::<T::Acc>());
     let leaf = |blk: usize, dx: &mut [T]| {
         let mut g = Grads::zeros_like(n, want_w, want_b, dx);
         let coef = |i: usize| {

@@ -4,7 +4,8 @@
 
 use super::backward::rows_backward;
 use super::{
-    RowMut, RowNorm, RowsMut, Stats, check_eps, check_param, normalize_row, rows, run_rows,
+    RowMut, RowNorm, RowsMut, Stats, check_eps, check_param, normalize_row, normalize_rows, rows,
+    run_rows,
 };
 use crate::element::Element;
 use crate::error::{NormError, check_len};
@@ -283,6 +284,14 @@ impl<'a, T: Element> LayerNorm<'a, T> {
     }
 }
 
+impl<T: Element> LayerNorm<'_, T> {
+    /// A row's statistics and scale plan.
+    fn stats(&self, x: &[T]) -> Stats<T::Acc> {
+        let (p, run) = row_shifted(x);
+        Stats::new(p, run, self.eps)
+    }
+}
+
 impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
     fn row_len(&self) -> usize {
         self.normalized_len
@@ -290,14 +299,23 @@ impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
 
     /// One row: statistics, then the scale-and-shift step (`src = None`: in place).
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
-        let (p, run) = row_shifted(src.unwrap_or(r.y));
-        let stats = Stats::new(p, run, self.eps);
-        if let Some(m) = r.mean {
-            *m = stats.mean;
-        }
-        if let Some(s) = r.rstd {
-            *s = stats.rstd;
-        }
-        normalize_row(src, r.y, self.weight, self.bias, stats.plan);
+        let stats = self.stats(src.unwrap_or(r.y));
+        let y = r.put(Some(stats.mean), stats.rstd);
+        normalize_row(src, y, self.weight, self.bias, stats.plan);
+    }
+
+    fn pairs(&self) -> bool {
+        self.weight.is_some() && self.bias.is_some()
+    }
+
+    fn pair(&self, src: [&[T]; 2], r: [RowMut<'_, T, T::Acc>; 2]) {
+        let st = src.map(|x| self.stats(x));
+        let [a, b] = r;
+        let y = [
+            a.put(Some(st[0].mean), st[0].rstd),
+            b.put(Some(st[1].mean), st[1].rstd),
+        ];
+        let src = [Some(src[0]), Some(src[1])];
+        normalize_rows(src, y, self.weight, self.bias, [st[0].plan, st[1].plan]);
     }
 }

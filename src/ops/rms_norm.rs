@@ -244,16 +244,23 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     }
 }
 
+impl<T: Element> RmsNorm<'_, T> {
+    /// A row's scale plan and rstd (NaN for a row holding NaN or ±∞).
+    fn plan(&self, x: &[T]) -> (Plan<T::Acc>, T::Acc) {
+        match mean_square(x) {
+            Some((q, k)) => Plan::new(T::Acc::ZERO, T::Acc::ZERO, q, k, self.eps_value()),
+            None => (Plan::nan(), T::Acc::NAN),
+        }
+    }
+}
+
 impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
     fn row_len(&self) -> usize {
         self.normalized_len
     }
 
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
-        let (plan, rstd) = match mean_square(src.unwrap_or(r.y)) {
-            Some((q, k)) => Plan::new(T::Acc::ZERO, T::Acc::ZERO, q, k, self.eps_value()),
-            None => (Plan::nan(), T::Acc::NAN),
-        };
+        let (plan, rstd) = self.plan(src.unwrap_or(r.y));
         if let Some(s) = r.rstd {
             *s = rstd;
         }
