@@ -56,11 +56,11 @@ pub const GRAD_BLOCK: usize = 131072;
 
 /// The L1 data cache a row's streams are weighed against (`ops::pairs_pay`): rows whose
 /// streams (LayerNorm forward: x, y, weight, bias; backward: x, dy, dx, weight and the
-/// dweight / dbias partials) exceed it go two at a time, sharing the parameter streams.
-/// Measured, 1 thread, f32: backward (six streams, pairs from 1366 values) — throwaway probe
+/// dweight / dbias partials) fill it go two at a time, sharing the parameter streams.
+/// Measured, 1 thread: backward f32 (six streams, pairs from 1366 values) — throwaway probe
 /// kernels 18–20 % faster for rows of 2048–16384 values, 8–13 % slower for 1024 (fits); in
 /// the kernel (A/B against single rows) 4096×4096 16.8 → 14.9 ms, 128×4096 218 → 190 µs,
 /// 8×4096 12.0 → 10.2 µs. LayerNorm forward with weight and bias (four streams, pairs from
-/// 2049 values): 4096×4096 9.7 → 8.6 ms, 128×4096 127 → 112 µs; 2048 (exactly 32 KiB)
-/// 117 → 113 µs in cache and within the noise from DRAM.
+/// 2048 f32 values): 4096×4096 9.7 → 8.6 ms, 128×4096 127 → 112 µs, 256×2048 117 → 113 µs;
+/// f16 / bf16 128×4096 (exactly 32 KiB) 128–137 → 117–127 µs / 150 → 142–152 µs.
 pub const L1_BYTES: usize = 32 * 1024;

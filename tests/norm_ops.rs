@@ -657,8 +657,9 @@ fn identical_bits_for_1_2_3_8_threads() {
 }
 
 /// Rows normalized two at a time (LayerNorm with weight and bias whose x, y, weight and bias
-/// exceed L1, a whole number of vectors: 2064 and 4096 f32 values; 2048 and the bf16 rows go
-/// one by one): every output, mean and rstd bit for bit equal to the same row normalized alone,
+/// fill L1, a whole number of vectors: 2048, 2064 and 4096 f32 values, 4096 bf16; the 2048
+/// and 2064 bf16 rows go one by one): every output, mean and rstd bit for bit equal to the
+/// same row normalized alone,
 /// for an odd row count (a pair and a single row), y at every alignment, with and without
 /// weight and bias, LayerNorm and RMSNorm, f32 / bf16; and a row with NaN confined to itself.
 #[test]

@@ -419,10 +419,10 @@ pub(crate) trait RowNorm<T: Element>: Sync {
 }
 
 /// Whether rows of `n` values go two at a time (sharing their parameter streams): their
-/// streams, `bytes` per value in all, exceed L1 (`tuning::L1_BYTES`), and they are a whole
+/// streams, `bytes` per value in all, fill L1 (`tuning::L1_BYTES`), and they are a whole
 /// number of vectors (so that every row of a call has one alignment).
 pub(crate) fn pairs_pay<T: Element>(n: usize, bytes: usize) -> bool {
-    n.is_multiple_of(T::Acc::LANES) && n * bytes > tuning::L1_BYTES
+    n.is_multiple_of(T::Acc::LANES) && n * bytes >= tuning::L1_BYTES
 }
 
 /// Drives `op` over every row: from `x` into `rows.y` (`x = None`: in place), or with
