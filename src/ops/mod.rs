@@ -405,7 +405,7 @@ pub(crate) trait RowNorm<T: Element>: Sync {
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>);
     /// Whether rows too long for L1 beside their parameters go two at a time
     /// ([`RowNorm::pair`]): where two parameter streams are shared (LayerNorm with weight and
-    /// bias: 4096×4096 9.7 → 8.6 ms, 128×4096 128 → 112 µs, A/B). Sharing one (RMSNorm's
+    /// bias: 4096×4096 9.7 → 8.6 ms, 128×4096 127 → 112 µs, A/B). Sharing one (RMSNorm's
     /// weight) measured neutral to 18 % slower, none (no parameters) 38 % slower.
     fn pairs(&self) -> bool {
         false

@@ -261,9 +261,7 @@ impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
 
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>) {
         let (plan, rstd) = self.plan(src.unwrap_or(r.y));
-        if let Some(s) = r.rstd {
-            *s = rstd;
-        }
-        scale_row(src, r.y, self.weight, plan);
+        let y = r.put(None, rstd);
+        scale_row(src, y, self.weight, plan);
     }
 }
