@@ -795,15 +795,20 @@ pub fn batch_norm(data: &[u8]) {
             );
         }
     }
-    // eval with the running statistics just computed, where they are finite
-    if rm.iter().chain(&rv).all(|v| v.is_finite() && *v >= 0.0) && !masked {
+    // eval with the running statistics just computed (NaN in a channel whose data had one)
+    if !masked {
         let mut ye = vec![SENTINEL; len];
         bn.forward_eval(&x, layout, &rm, &rv, &mut ye)
             .expect("eval");
         for (i, v) in ye.iter().enumerate() {
             let j = ch(i);
-            if !x[i].is_finite() {
-                assert!(v.is_nan(), "eval of a non-finite value");
+            if !x[i].is_finite() || rm[j].is_nan() || rv[j].is_nan() {
+                assert!(v.is_nan(), "eval of a non-finite value or statistic: {v}");
+                continue;
+            }
+            // (an infinite mean, or an infinite variance — scale 0 — on a difference x − mean
+            // that overflows f32: NaN as in PyTorch's f32 arithmetic; not compared)
+            if rm[j].is_infinite() || (rv[j].is_infinite() && !(x[i] - rm[j]).is_finite()) {
                 continue;
             }
             let d = rv[j] as f64 + eps;

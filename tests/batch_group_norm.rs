@@ -403,6 +403,60 @@ fn edge_semantics() {
     assert!(y[..6].iter().all(|v| v.is_finite()) && y[18..].iter().all(|v| v.is_finite()));
 }
 
+/// Eval with running statistics PyTorch would turn into NaN or a zero scale: a NaN or
+/// negative running variance (`1/sqrt(var + eps)` is NaN) or a NaN running mean makes that
+/// channel's outputs NaN and no other's; an infinite variance scales by 0 (outputs = bias);
+/// zero variance with eps = 0 gives the bias (the InvStd rule). Every layout, f32 and f64.
+#[test]
+fn eval_with_non_finite_running_statistics() {
+    fn case<T: Element>() {
+        let (n, c, hw) = (3, 6, 5);
+        let nan = T::Acc::NAN;
+        let inf = T::Acc::from_f64(f64::INFINITY);
+        let one = T::Acc::ONE;
+        let rm = [
+            T::Acc::ZERO,
+            T::Acc::ZERO,
+            T::Acc::ZERO,
+            nan,
+            T::Acc::ZERO,
+            one,
+        ];
+        let rv = [one, nan, -one, one, inf, T::Acc::ZERO];
+        let w: Vec<T> = (0..c)
+            .map(|j| T::from_acc(T::Acc::from_f64(j as f64 + 2.0)))
+            .collect();
+        let b: Vec<T> = (0..c)
+            .map(|j| T::from_acc(T::Acc::from_f64(j as f64 - 0.5)))
+            .collect();
+        for layout in [
+            Layout::Nc { n: n * hw },
+            Layout::Nchw { n, hw },
+            Layout::Nhwc { n, hw },
+        ] {
+            let mut rng = Rng(3);
+            let x: Vec<T> = data(&mut rng, layout, c, 1.0, 1.0);
+            let mut y = vec![T::from_acc(T::Acc::ZERO); x.len()];
+            BatchNorm::new(c)
+                .eps(0.0)
+                .weight(&w)
+                .bias(&b)
+                .forward_eval(&x, layout, &rm, &rv, &mut y)
+                .unwrap();
+            for (i, v) in y.iter().enumerate() {
+                let (j, v) = (channel(layout, c, i), v.to_acc().to_f64());
+                match j {
+                    1..=3 => assert!(v.is_nan(), "{layout:?} channel {j}: {v}"),
+                    4 | 5 => assert_eq!(v, j as f64 - 0.5, "{layout:?} channel {j}"),
+                    _ => assert!(v.is_finite(), "{layout:?} channel {j}: {v}"),
+                }
+            }
+        }
+    }
+    case::<f32>();
+    case::<f64>();
+}
+
 #[test]
 fn bad_inputs_are_errors_and_write_nothing() {
     let x = vec![1.0f32; 24];

@@ -56,7 +56,8 @@ impl<A: Float> Plan<A> {
     }
 
     /// Normalization by given statistics (BatchNorm eval): `y = (x − mean)·a`,
-    /// `a = 1/sqrt(var + eps)` from f64 (0 when `var + eps == 0`, NaN when negative).
+    /// `a = 1/sqrt(var + eps)` from f64 (0 when `var + eps == 0` or the variance is +∞, NaN
+    /// when negative or NaN, as in PyTorch).
     pub(crate) fn eval(mean: A, var: A, eps: f64) -> Self {
         let d = var.to_f64() + eps;
         let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
@@ -64,7 +65,7 @@ impl<A: Float> Plan<A> {
             s: A::ONE,
             ps: mean,
             m: A::ZERO,
-            a: A::from_f64(a.min(A::MAX.to_f64())),
+            a: A::from_f64(at_most_max::<A>(a)),
             c: A::ZERO,
             w: A::ONE,
         }
@@ -112,12 +113,20 @@ impl<A: Float> Plan<A> {
             m,
             // `a` exceeds A::MAX only when every scaled deviation is exactly 0 (deviations
             // are multiples of the row's ulp otherwise): keep 0·a = 0 finite.
-            a: A::from_f64(a.min(A::MAX.to_f64())),
+            a: A::from_f64(at_most_max::<A>(a)),
             c: A::ZERO,
             w: A::ONE,
         };
         (plan, A::from_f64(a * u))
     }
+}
+
+/// `a` clamped to `A::MAX`, NaN kept (`f64::min` would return `A::MAX` for a NaN: a NaN or
+/// negative running variance then scaled BatchNorm eval's channel by `A::MAX` instead of
+/// making it NaN).
+fn at_most_max<A: Float>(a: f64) -> f64 {
+    let max = A::MAX.to_f64();
+    if a > max { max } else { a }
 }
 
 /// The statistics of one row, channel or group, from its pilot and shifted moments.
