@@ -846,8 +846,11 @@ fn scaled_or_not<
 ///   From C ≈ 2048 f32 the plan arrays no longer fit L1 beside the rows (as LayerNorm's
 ///   weight and bias): (4096, 4096) eval 65 % of copy, either way.
 pub(crate) struct ColPlan<A> {
+    /// Scales (empty when every column's is 1).
     s: Vec<A>,
     nps: Vec<A>,
+    /// Offsets (empty when the variant never reads them: no column scaled, offset or with
+    /// an unfolded weight).
     m: Vec<A>,
     a: Vec<A>,
     c: Vec<A>,
@@ -884,19 +887,22 @@ impl<A: Float> ColPlan<A> {
             }
             v
         };
+        let scaled = plans.iter().any(|p| p.s != A::ONE);
+        let offset = plans.iter().any(|p| p.m != A::ZERO);
+        let unfolded = plans.iter().any(Plan::unfolded);
+        // only the fields `segment`'s variant reads: eval plans need three of the six (all
+        // six took 75 µs per 4096-channel call against 45 µs for three; normalizing two
+        // rows takes 2 µs)
+        let field_if = |on: bool, f: fn(&Plan<A>) -> A| if on { field(f) } else { Vec::new() };
         Self {
-            s: field(|p| p.s),
+            s: field_if(scaled, |p| p.s),
             nps: field(|p| -p.ps),
-            m: field(|p| p.m),
+            m: field_if(offset || scaled || unfolded, |p| p.m),
             a: field(|p| p.a),
             c: field(|p| p.c),
-            w: if plans.iter().any(Plan::unfolded) {
-                field(|p| p.w)
-            } else {
-                Vec::new()
-            },
-            scaled: plans.iter().any(|p| p.s != A::ONE),
-            offset: plans.iter().any(|p| p.m != A::ZERO),
+            w: field_if(unfolded, |p| p.w),
+            scaled,
+            offset,
             period,
             cols,
         }
@@ -972,9 +978,22 @@ impl<A: Float> ColPlan<A> {
                     col_plan::<A::V, SCALED, OFFSET, U>(x, |f| regs[f][q])
                 })
             }
-            FIXED => map_row_grouped::<T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
-                plan(x, h + q * lanes)
-            }),
+            FIXED => {
+                // the group's K plan vectors of each field as arrays (no index checks in
+                // the unrolled loop); an absent field is never read
+                let zeros = [A::ZERO; FIXED_GROUP * 16];
+                let fixed: [&[A::Chunk; K]; 6] = std::array::from_fn(|f| {
+                    let v = if fields[f].is_empty() {
+                        &zeros[..K * lanes]
+                    } else {
+                        &fields[f][h..][..K * lanes]
+                    };
+                    A::as_chunks(v).0.try_into().expect("K vectors")
+                });
+                map_row_grouped::<T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
+                    col_plan::<A::V, SCALED, OFFSET, U>(x, |f| A::load(&fixed[f][q]))
+                })
+            }
             _ => {
                 // the body's vectors in order: the offset steps a vector and wraps
                 let o = std::cell::Cell::new(0);
