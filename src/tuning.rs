@@ -64,3 +64,10 @@ pub const GRAD_BLOCK: usize = 131072;
 /// 2048 f32 values): 4096×4096 9.7 → 8.6 ms, 128×4096 127 → 112 µs, 256×2048 117 → 113 µs;
 /// f16 / bf16 128×4096 (exactly 32 KiB) 128–137 → 117–127 µs / 150 → 142–152 µs.
 pub const L1_BYTES: usize = 32 * 1024;
+/// Bytes at the end of a BatchNorm training input normalized first: the statistics pass
+/// read the input in address order, so its last bytes are still in the last-level cache
+/// when the normalize pass starts, and reading them first takes them from there instead of
+/// memory (the writes then evict the older, first part of the input, which is read later
+/// from memory either way). Half of a 16 MiB L3 (this machine has 32 MiB); inputs of at
+/// least four times this take their tail first (`ops::batch_norm::tail_first`).
+pub const LLC_REUSE_BYTES: usize = 8 * 1024 * 1024;

@@ -457,6 +457,56 @@ fn eval_with_non_finite_running_statistics() {
     case::<f64>();
 }
 
+/// Training inputs large enough (≥ 32 MiB) that the normalize pass takes the rows read last
+/// first (`tuning::LLC_REUSE_BYTES`): every output is its channel's
+/// `(x − mean)·invstd·w + b` with the statistics returned, in every layout (a row normalized
+/// with another row's channel, or skipped, fails), and the statistics match a call on the
+/// same data with one thread more (bitwise).
+#[test]
+fn large_training_inputs_normalize_every_row() {
+    let (c, hw) = (64, 4096);
+    let n = (32 << 20) / 4 / (c * hw) + 1; // 33 samples: 34.6 MB of f32
+    let mut rng = Rng(11);
+    let w: Vec<f32> = (0..c).map(|_| rng.normal() as f32).collect();
+    let b: Vec<f32> = (0..c).map(|_| rng.normal() as f32).collect();
+    for layout in [
+        Layout::Nc { n: n * hw },
+        Layout::Nchw { n, hw },
+        Layout::Nhwc { n, hw },
+    ] {
+        let x: Vec<f32> = data(&mut rng, layout, c, 3.0, 1.0);
+        let mut y = vec![f32::NAN; x.len()];
+        let (mut mean, mut inv) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let bn = BatchNorm::new(c).weight(&w).bias(&b);
+        bn.forward_train(&x, layout, &mut y, None, &mut mean, &mut inv)
+            .unwrap();
+        let e = f32::EPSILON as f64;
+        for (i, (v, xi)) in y.iter().zip(&x).enumerate() {
+            let j = channel(layout, c, i);
+            let (mu, r) = (mean[j] as f64, inv[j] as f64);
+            let xhat = (*xi as f64 - mu) * r;
+            let want = xhat * w[j] as f64 + b[j] as f64;
+            let s = (w[j] as f64).abs() * (1.0 + xhat.abs() + mu.abs() * r) + (b[j] as f64).abs();
+            assert!(
+                (*v as f64 - want).abs() <= K * e * s,
+                "{layout:?} y[{i}] = {v} vs {want}"
+            );
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut y2 = vec![f32::NAN; x.len()];
+        let (mut mean2, mut inv2) = (vec![0.0f32; c], vec![0.0f32; c]);
+        pool.install(|| bn.forward_train(&x, layout, &mut y2, None, &mut mean2, &mut inv2))
+            .unwrap();
+        assert!(
+            y2 == y && mean2 == mean && inv2 == inv,
+            "{layout:?} 2 threads"
+        );
+    }
+}
+
 #[test]
 fn bad_inputs_are_errors_and_write_nothing() {
     let x = vec![1.0f32; 24];

@@ -431,7 +431,12 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 stats[j].plan.affine(w, b)
             })
             .collect();
-        self.rows_normalize(x, y, &ColPlan::new(&plans));
+        // the rows the statistics read last first, while they are in the last-level cache
+        let plan = ColPlan::new(&plans);
+        let at = tail_first(x.len() / c, c * size_of::<T>()) * c;
+        let ((xh, xt), (yh, yt)) = (x.split_at(at), y.split_at_mut(at));
+        self.rows_normalize(xt, yt, &plan);
+        self.rows_normalize(xh, yh, &plan);
         stats
     }
 
@@ -470,12 +475,17 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 stats[j].plan.affine(w, b)
             })
             .collect();
-        RowsMut::<T, T::Acc>::new(hw, y, None, None, None).run(|k, r| {
-            let (i, j) = (k / c, k % c);
-            let (v, pad) = r.y.split_at_mut(valid(i));
-            normalize_row(Some(seg(i, j)), v, None, None, plans[j]);
-            pad.fill(T::from_acc(T::Acc::ZERO));
-        });
+        // the (sample, channel) rows the statistics read last first (see `tail_first`)
+        let at = tail_first(n * c, hw * size_of::<T>());
+        let (yh, yt) = y.split_at_mut(at * hw);
+        for (first, y) in [(at, yt), (0, yh)] {
+            RowsMut::<T, T::Acc>::new(hw, y, None, None, None).run(|k, r| {
+                let (i, j) = ((first + k) / c, (first + k) % c);
+                let (v, pad) = r.y.split_at_mut(valid(i));
+                normalize_row(Some(seg(i, j)), v, None, None, plans[j]);
+                pad.fill(T::from_acc(T::Acc::ZERO));
+            });
+        }
         stats
     }
 
@@ -663,5 +673,21 @@ impl<'a, T: Element> BatchNorm<'a, T> {
             *m = update(*m, s.mean64);
             *v = update(*v, s.var64());
         }
+    }
+}
+
+/// The first of `rows` rows of `row_bytes` each to normalize first after a statistics pass
+/// over all of them in address order: the last [`tuning::LLC_REUSE_BYTES`] of the input
+/// (whole rows), still in the last-level cache then. 0 (all rows, in order) below four times
+/// that: an input about the cache's size is mostly still there from its start, and writing
+/// the tail's outputs first would evict the start before it is read. Measured, 1 thread, A/B
+/// probe alternating binaries: (65536, 256) `Nc` training 8.8 → 8.3 ms (medians of four);
+/// (32, 64, 56, 56) `Nchw` (25.7 MB, tail first too in that test) within the noise.
+fn tail_first(rows: usize, row_bytes: usize) -> usize {
+    let tail = tuning::LLC_REUSE_BYTES / row_bytes.max(1);
+    if rows * row_bytes >= 4 * tuning::LLC_REUSE_BYTES {
+        rows - tail
+    } else {
+        0
     }
 }
