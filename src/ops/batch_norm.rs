@@ -371,7 +371,9 @@ impl<'a, T: Element> BatchNorm<'a, T> {
     }
 
     /// Normalizes `x` with given (running) statistics: `y = (x − mean)/sqrt(var + eps)·w + b`,
-    /// one streaming pass. A channel with `var + eps == 0` normalizes to 0.
+    /// one streaming pass. A channel with `var + eps == 0` or an infinite variance normalizes
+    /// to 0 (outputs `b`, where `x − mean` is finite); one with a NaN mean or a NaN or
+    /// negative `var + eps` outputs NaN, as PyTorch's `1/sqrt(var + eps)` does.
     ///
     /// # Errors
     /// As [`BatchNorm::forward_train`] for the shapes, weight, bias and eps, and
