@@ -661,7 +661,9 @@ fn identical_bits_for_1_2_3_8_threads() {
 /// and 2064 bf16 rows go one by one): every output, mean and rstd bit for bit equal to the
 /// same row normalized alone,
 /// for an odd row count (a pair and a single row), y at every alignment, with and without
-/// weight and bias, LayerNorm and RMSNorm, f32 / bf16; and a row with NaN confined to itself.
+/// weight and bias, LayerNorm (`forward_with_stats`, and `forward_add`, whose rows pair from
+/// 1366 f32 values: six streams with the residual) and RMSNorm, f32 / bf16; and a row with
+/// NaN confined to itself.
 #[test]
 fn paired_rows_match_single_rows_bitwise() {
     fn check<T: Element>(n: usize, rows: usize, off: usize, what: &str) {
@@ -705,6 +707,17 @@ fn paired_rows_match_single_rows_bitwise() {
                     s[r].to_f64().to_bits(),
                     "{what} rstd {r}"
                 );
+            }
+            // forward_add: residuals and outputs of paired rows equal one-row calls
+            let res0 = gaussian::<T>(&mut rng, rows * n, 1.0, 1.0);
+            let mut res = res0.clone();
+            ln.forward_add(&x, &mut res, y).unwrap();
+            for r in 0..rows {
+                let mut r1 = res0[r * n..][..n].to_vec();
+                ln.forward_add(&x[r * n..][..n], &mut r1, &mut one).unwrap();
+                let at = |v: &[T]| bits(&v[r * n..][..n]);
+                assert_eq!(bits(&one), at(y), "{what} LN add n {n} row {r} off {off}");
+                assert_eq!(bits(&r1), at(&res), "{what} LN add residual {r}");
             }
             let rms = RmsNorm::new(n);
             let rms = if wt { rms.weight(&w) } else { rms };
