@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Rng, from_f64, storage_ulp};
+use common::{Rng, from_f64, storage_ulp, tol};
 use proptest::prelude::*;
 use simdnorm::oracle::{self, RefSet};
 use simdnorm::{BatchNorm, Element, Float, GroupNorm, Layout, NormError, RunningStats};
@@ -12,7 +12,10 @@ use simdnorm::{BatchNorm, Element, Float, GroupNorm, Layout, NormError, RunningS
 /// `8·ε·s` of the reference, `s = |w|·(1 + |x̂| + |μ|·r) + |b|`. Each output is
 /// `((x − p) − m)·(a·w) + b` with `x − p` exact or one rounding, `m` within a few ε·σ, `a`
 /// (from f64) and `a·w` one rounding each, and one fma: about 5 roundings of terms bounded by
-/// `s`, plus the statistics' own error (≤ 2ε relative in `r`).
+/// `s`, plus the statistics' own error (≤ 2ε relative in `r`). The mean is held to the moment
+/// kernels' tolerance (`common::tol`, relative to |mean| + σ) and its error carried into
+/// `y` as `δμ·r·|w|`: BatchNorm's column means come from Welford down the rows, whose
+/// rounding grows like √rows (9.3 ε·σ seen on 95 rows of f64: a CI failure at K = 8).
 const K: f64 = 8.0;
 
 /// Checks outputs and statistics: element `i` is normalized by set `set(i)` (None: padding,
@@ -50,8 +53,11 @@ fn check<T: Element>(
         }
         let sigma = (ss[s].0 / ss[s].1 as f64).sqrt();
         let got = mean[s].to_f64();
+        // the moment kernels' own tolerance (tests/common: 17 ε for f32, 45 ε for f64,
+        // relative to |mean| + σ): BatchNorm's column means come from Welford down the rows,
+        // whose rounding grows like √rows (measured 9.3 ε·σ on 95 rows of f64, beyond K)
         assert!(
-            (got - r.mean).abs() <= K * e * (r.mean.abs() + sigma),
+            (got - r.mean).abs() <= tol::<T::Acc>() * (r.mean.abs() + sigma),
             "{what}: set {s} mean {got} vs {}",
             r.mean
         );
@@ -79,7 +85,10 @@ fn check<T: Element>(
         let bc = b.get(c).map_or(0.0, |v| v.to_acc().to_f64());
         let xhat = (x[i].to_acc().to_f64() - mu) * r;
         let sc = wc.abs() * (1.0 + xhat.abs() + mu.abs() * r) + bc.abs();
-        let tol = storage_ulp::<T>(ry[i]) + K * e * sc;
+        // plus the mean's own error (checked above) carried through: δμ·r·|w|
+        let sigma = (ss[s].0 / ss[s].1 as f64).sqrt();
+        let carried = tol::<T::Acc>() * (mu.abs() + sigma) * r * wc.abs();
+        let tol = storage_ulp::<T>(ry[i]) + K * e * sc + carried;
         assert!(
             (got - ry[i]).abs() <= tol,
             "{what}: y[{i}] = {got}, reference {} (tol {tol:e})",
