@@ -166,14 +166,20 @@ proptest! {
 
     /// Merging the moments of two halves at every split point equals the whole
     /// (well-conditioned data: `Moments<f32>` rounds each part's mean, see `Moments::merge`).
+    /// The rounded means move the merge's `δ²·n_a·n_b/n` term by up to `ε·|mean|/σ` of the
+    /// variance, σ the sample's own: a few values drawn from a well-conditioned distribution
+    /// can sit close together (3 values with |mean|/σ ≈ 100 failed the plain bound at 26 ε in
+    /// a run of 20000 cases), so that is added to the tolerance.
     #[test]
     fn merge_of_halves_is_whole(d in data_strategy(10, 0)) {
         let (buf, r) = make::<f32>(&Data { special: Special::None, len: d.len.min(300), ..d });
         let x = &buf[r];
         let whole = oracle::moments(x);
+        let kappa = whole.mean.abs() / (whole.m2 / x.len() as f64).sqrt();
+        let slack = if kappa.is_finite() { kappa * f32::EPSILON as f64 / tol::<f32>() } else { 0.0 };
         for k in 0..=x.len() {
             let m = welford(&x[..k]).merge(&welford(&x[k..]));
-            assert_close(&m, &whole, 1.0, &format!("split {k} of {}", x.len()));
+            assert_close(&m, &whole, 1.0 + slack, &format!("split {k} of {}", x.len()));
         }
     }
 
