@@ -17,9 +17,11 @@
 //!   so reads from memory and writes go on together as in a copy;
 //! * `fused_64`, `fused_256`: the same, alternating 64- or 256-value chunks of the two rows.
 //!
-//! Measured on this machine (BENCHMARKS.md, "A fused loop with ordinary stores"): two_pass
-//! ~61 %, fused ~91–96 % of copy — the single-thread DRAM bars of issue 3 are within reach of
-//! ordinary stores; the library's row loop does not get there yet.
+//! Measured on this machine (BENCHMARKS.md, "A fused loop with ordinary stores", copy 8.4–8.9
+//! ms that day): affine 86–88 %, two_pass 63 %, fused 86–91 % of copy; the library's
+//! LayerNorm 68–71 % in the same hour. With ordinary stores a row loop can come near issue
+//! 3's 90 % bar once the next row's reads overlap this row's writes; the library's row loop
+//! does not do that yet.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -155,18 +157,24 @@ fn main() {
         ("fused_256", fused::<256>),
     ];
     let mut ratios = vec![Vec::new(); kernels.len()];
+    let mut copies = Vec::new();
     for _ in 0..reps {
         for ((_, kernel), r) in kernels.iter().zip(&mut ratios) {
             let t = Instant::now();
             c.copy_from_slice(black_box(&x));
             let copy = t.elapsed().as_secs_f64();
+            copies.push(copy);
             let t = Instant::now();
             kernel(black_box(&x), &mut y, &w, &b);
             r.push(copy / t.elapsed().as_secs_f64());
             black_box((&y, &c));
         }
     }
-    println!("{rows}x{n} f32, 1 thread, kernel time against a copy of its bytes");
+    copies.sort_by(f64::total_cmp);
+    println!(
+        "{rows}x{n} f32, 1 thread, against a copy of the same bytes (median copy {:.2} ms)",
+        1e3 * copies[copies.len() / 2]
+    );
     for ((name, _), mut r) in kernels.iter().zip(ratios) {
         r.sort_by(f64::total_cmp);
         let (lo, mid, hi) = (r[0], r[r.len() / 2], r[r.len() - 1]);
