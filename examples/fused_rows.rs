@@ -56,6 +56,13 @@ fn stats(s: [f32x16; 4], q: [f32x16; 4], n: usize) -> (f32, f32) {
     (m, 1.0 / (sq / n as f32 - m * m + 1e-5).sqrt())
 }
 
+/// Mean and `1/sqrt(var + 1e-5)` of one row.
+fn row_stats(x: &[f32]) -> (f32, f32) {
+    let (mut s, mut q) = ([f32x16::ZERO; 4], [f32x16::ZERO; 4]);
+    sums(x, &mut s, &mut q);
+    stats(s, q, x.len())
+}
+
 /// `y = (x − m)·r·w + b` over one chunk.
 fn normalize(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], m: f32, r: f32) {
     let (mv, rv) = (f32x16::splat(m), f32x16::splat(r));
@@ -75,9 +82,7 @@ fn affine(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
 fn two_pass(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
     let n = w.len();
     for (x, y) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let (mut s, mut q) = ([f32x16::ZERO; 4], [f32x16::ZERO; 4]);
-        sums(x, &mut s, &mut q);
-        let (m, r) = stats(s, q, n);
+        let (m, r) = row_stats(x);
         normalize(x, y, w, b, m, r);
     }
 }
@@ -87,9 +92,7 @@ fn two_pass(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
 fn fused<const CH: usize>(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
     let n = w.len();
     let rows = x.len() / n;
-    let (mut s, mut q) = ([f32x16::ZERO; 4], [f32x16::ZERO; 4]);
-    sums(&x[..n], &mut s, &mut q);
-    let mut st = stats(s, q, n);
+    let mut st = row_stats(&x[..n]);
     for i in 0..rows {
         let (xr, yr) = (&x[i * n..][..n], &mut y[i * n..][..n]);
         let next = (i + 1 < rows).then(|| &x[(i + 1) * n..][..n]);
@@ -110,9 +113,7 @@ fn fused<const CH: usize>(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
 fn fused_vectors(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
     let n = w.len();
     let rows = x.len() / n;
-    let (mut s, mut q) = ([f32x16::ZERO; 4], [f32x16::ZERO; 4]);
-    sums(&x[..n], &mut s, &mut q);
-    let mut st = stats(s, q, n);
+    let mut st = row_stats(&x[..n]);
     for i in 0..rows {
         let (mv, rv) = (f32x16::splat(st.0), f32x16::splat(st.1));
         let (xr, yr) = (&x[i * n..][..n], &mut y[i * n..][..n]);
