@@ -87,8 +87,8 @@ fn two_pass(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
     }
 }
 
-/// Row `i` normalized in chunks of `CH` values, each after the same chunk of row `i + 1`'s
-/// statistics (`CH = 64`: four vectors of each, the vector-by-vector interleave).
+/// Row `i` normalized in chunks of `CH` values (a multiple of 64), each after the same chunk
+/// of row `i + 1`'s statistics ([`fused_vectors`] interleaves single vectors).
 fn fused<const CH: usize>(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32]) {
     let n = w.len();
     let rows = x.len() / n;
@@ -145,7 +145,9 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .unwrap_or(d)
     };
-    let (rows, n, reps) = (arg(1, 4096), arg(2, 4096).next_multiple_of(256), arg(3, 15));
+    // at least one row, one repetition and one 256-value chunk (fused_256's unit)
+    let (rows, reps) = (arg(1, 4096).max(1), arg(3, 15).max(1));
+    let n = arg(2, 4096).max(1).next_multiple_of(256);
     let x: Vec<f32> = (0..rows * n).map(|i| (i % 97) as f32 * 0.1).collect();
     let (mut y, mut c) = (vec![0.0f32; rows * n], vec![0.0f32; rows * n]);
     let w: Vec<f32> = (0..n).map(|i| 1.0 + (i % 5) as f32).collect();
