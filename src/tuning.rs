@@ -71,3 +71,7 @@ pub const L1_BYTES: usize = 32 * 1024;
 /// from memory either way). Half of a 16 MiB L3 (this machine has 32 MiB); inputs of at
 /// least four times this take their tail first (`ops::batch_norm::tail_first`).
 pub const LLC_REUSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Rows of at least this many values carry the next row's statistics pass along their
+/// normalize step (`ops::run_rows`).
+pub const ALONG_MIN: usize = 1024;

@@ -15,7 +15,7 @@
 mod columns;
 pub(crate) use columns::col_shifted;
 mod lanes;
-pub(crate) use lanes::lane_sum;
+pub(crate) use lanes::{Step, lane_sum};
 mod streaming;
 mod two_pass;
 mod welford;
@@ -312,6 +312,42 @@ fn welford_kernel<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> Moments<T::Acc> 
 pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
     let p = pilot_of(x);
     (p, run(x, p, two_pass::piloted))
+}
+
+/// The longest row [`row_ahead`] takes (16384 values).
+pub(crate) const AHEAD_MAX: usize = two_pass::STEPPED_BLOCKS * tuning::BLOCK;
+
+/// The pass of [`row_shifted`]'s statistics over a row, taken ahead of the rest: while
+/// another row is normalized (`ops::run_rows`), `step()` being called after each group of
+/// `NACC` vectors. [`row_shifted_ahead`] finishes the statistics, bit for bit
+/// [`row_shifted`]'s.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowAhead<A> {
+    p: A,
+    c: A,
+    sums: (A, A),
+}
+
+/// [`RowAhead`] of a non-empty row of at most [`AHEAD_MAX`] values.
+#[inline(always)]
+pub(crate) fn row_ahead<T: Element>(x: &[T], step: &mut impl Step) -> RowAhead<T::Acc> {
+    let (p, one) = (pilot_of(x), T::Acc::ONE);
+    let c = two_pass::centre(x, one, p);
+    let sums = two_pass::pass_stepped(x, one, c, step);
+    RowAhead { p, c, sums }
+}
+
+/// [`row_shifted`] of `x` from its [`RowAhead`].
+pub(crate) fn row_shifted_ahead<T: Element>(x: &[T], a: RowAhead<T::Acc>) -> (T::Acc, Run<T::Acc>) {
+    let kernel = |x: &[T], s: T::Acc, p: T::Acc| {
+        // the first call (s = 1, the same pilot) is the pass taken ahead; a rescue's is not
+        if s == T::Acc::ONE && p == a.p {
+            two_pass::piloted_from(x, s, p, a.c, a.sums)
+        } else {
+            two_pass::piloted(x, s, p)
+        }
+    };
+    (a.p, run(x, a.p, kernel))
 }
 
 /// Statistics of values spread over `n` slices (`seg(i)`, some possibly empty, at least one

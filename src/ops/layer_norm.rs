@@ -4,12 +4,12 @@
 
 use super::backward::rows_backward;
 use super::{
-    RowMut, RowNorm, RowsMut, Stats, check_eps, check_param, normalize_row, normalize_rows, rows,
-    run_rows,
+    NextRow, RowMut, RowNorm, RowsMut, Stats, check_eps, check_param, normalize_row,
+    normalize_row_along, normalize_rows, rows, run_rows,
 };
 use crate::element::Element;
 use crate::error::{NormError, check_len};
-use crate::moments::row_shifted;
+use crate::moments::{RowAhead, row_shifted, row_shifted_ahead};
 
 /// Layer normalization over the last `normalized_len` values of each row (PyTorch
 /// `nn.LayerNorm(normalized_shape)` with `normalized_len` = the product of `normalized_shape`):
@@ -306,6 +306,35 @@ impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
 
     fn pairs(&self) -> bool {
         self.weight.is_some() && self.bias.is_some()
+    }
+
+    fn along(&self) -> bool {
+        true
+    }
+
+    fn row_along(
+        &self,
+        src: &[T],
+        r: RowMut<'_, T, T::Acc>,
+        ahead: Option<RowAhead<T::Acc>>,
+        next: Option<&[T]>,
+    ) -> Option<RowAhead<T::Acc>> {
+        let stats = match ahead {
+            Some(a) => {
+                let (p, run) = row_shifted_ahead(src, a);
+                Stats::new(p, run, self.eps)
+            }
+            None => self.stats(src),
+        };
+        let y = r.put(Some(stats.mean), stats.rstd);
+        let (w, b, plan) = (self.weight, self.bias, stats.plan);
+        match next {
+            Some(next) => Some(normalize_row_along(src, y, w, b, plan, NextRow(next))),
+            None => {
+                normalize_row(Some(src), y, w, b, plan);
+                None
+            }
+        }
     }
 
     fn pair(&self, src: [&[T]; 2], r: [RowMut<'_, T, T::Acc>; 2]) {

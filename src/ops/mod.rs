@@ -26,7 +26,8 @@ pub use rms_norm::RmsNorm;
 
 use crate::element::{Arith, Element, Float, Vector, load_at, store_at};
 use crate::error::{NormError, check_len, rows_of};
-use crate::moments::Run;
+use crate::moments::{AHEAD_MAX, RowAhead, Run, Step, row_ahead};
+use crate::tuning::NACC;
 use crate::{par, tuning};
 
 /// How one row is normalized (see the module docs).
@@ -328,66 +329,63 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
         )
     }
 
-    /// Calls `f(i, row)` for every row `i` (counted from `first`), in tasks of whole rows on the
-    /// pool when `parallel`; with `pairs`, `g(i, row i, row i + 1)` for each pair of a task's
-    /// rows instead (`f` for an odd last one; `per_task` even). Rows are independent, so
-    /// results do not depend on the split.
-    fn for_each(
+    /// Calls `t(i, task)` for consecutive tasks of `per_task` rows (the first row of `task`
+    /// is row `i`, counted from `first`), on the pool when `parallel`. Rows are independent,
+    /// so results do not depend on the split.
+    fn tasks(
         self,
         first: usize,
         per_task: usize,
         parallel: bool,
-        pairs: bool,
-        f: &(impl Fn(usize, RowMut<'_, T, A>) + Sync),
-        g: &(impl Fn(usize, RowMut<'_, T, A>, RowMut<'_, T, A>) + Sync),
+        t: &(impl Fn(usize, Self) + Sync),
     ) {
         let rows = self.y.len() / self.row_len;
         if parallel && rows > per_task {
             let half = rows.div_ceil(2 * per_task) * per_task;
             let (a, b) = self.split(half);
             par::join(
-                || a.for_each(first, per_task, parallel, pairs, f, g),
-                || b.for_each(first + half, per_task, parallel, pairs, f, g),
+                || a.tasks(first, per_task, parallel, t),
+                || b.tasks(first + half, per_task, parallel, t),
             );
             return;
         }
-        let n = self.row_len;
-        let mut rows = self.y.chunks_mut(n).enumerate();
-        let (mut resid, mut mean, mut rstd) = (self.resid, self.mean, self.rstd);
-        // each row's parts split off the front of the buffers (two rows are alive at once)
-        let mut row = |(_, y): (usize, &'a mut [T])| RowMut {
-            y,
-            resid: resid.take().map(|r| {
-                let (this, rest) = r.split_at_mut(n);
-                resid = Some(rest);
-                this
-            }),
-            mean: mean.take().map(|m| {
-                let (this, rest) = m.split_at_mut(1);
-                mean = Some(rest);
-                &mut this[0]
-            }),
-            rstd: rstd.take().map(|s| {
-                let (this, rest) = s.split_at_mut(1);
-                rstd = Some(rest);
-                &mut this[0]
-            }),
-        };
-        while let Some(a) = rows.next() {
-            let i = a.0;
-            let a = row(a);
-            match if pairs { rows.next() } else { None } {
-                Some(b) => g(first + i, a, row(b)),
-                None => f(first + i, a),
-            }
-        }
+        t(first, self)
     }
 
-    /// Runs `f` over all rows, serially below the parallel threshold (`par::worth_parallel`).
+    /// The rows, in order, each with its parts of the buffers.
+    fn into_rows(self) -> impl Iterator<Item = RowMut<'a, T, A>> {
+        // each row's parts split off the front of the buffers
+        fn front<'s, U>(s: &mut Option<&'s mut [U]>, k: usize) -> Option<&'s mut [U]> {
+            s.take().map(|r| {
+                let (this, rest) = r.split_at_mut(k);
+                *s = Some(rest);
+                this
+            })
+        }
+        let n = self.row_len;
+        let (mut resid, mut mean, mut rstd) = (self.resid, self.mean, self.rstd);
+        self.y.chunks_mut(n).map(move |y| RowMut {
+            y,
+            resid: front(&mut resid, n),
+            mean: front(&mut mean, 1).map(|m| &mut m[0]),
+            rstd: front(&mut rstd, 1).map(|s| &mut s[0]),
+        })
+    }
+
+    /// Rows per task of a call: about `tuning::PAR_ELEMS / 4` values, whole rows.
+    fn per_task(&self) -> usize {
+        (tuning::PAR_ELEMS / 4 / self.row_len).max(1)
+    }
+
+    /// Runs `f(i, row i)` over all rows, serially below the parallel threshold
+    /// (`par::worth_parallel`).
     pub(crate) fn run(self, f: impl Fn(usize, RowMut<'_, T, A>) + Sync) {
-        let parallel = par::worth_parallel(self.y.len());
-        let per_task = (tuning::PAR_ELEMS / 4 / self.row_len).max(1);
-        self.for_each(0, per_task, parallel, false, &f, &|_, _, _| unreachable!());
+        let (parallel, per_task) = (par::worth_parallel(self.y.len()), self.per_task());
+        self.tasks(0, per_task, parallel, &|first, rows| {
+            for (k, r) in rows.into_rows().enumerate() {
+                f(first + k, r);
+            }
+        });
     }
 
     /// [`RowsMut::run`] taking the rows two at a time, `g(i, row i, row i + 1)` (an odd last
@@ -398,10 +396,38 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
         g: impl Fn(usize, RowMut<'_, T, A>, RowMut<'_, T, A>) + Sync,
     ) {
         let parallel = par::worth_parallel(self.y.len());
-        let per_task = (tuning::PAR_ELEMS / 4 / self.row_len)
-            .max(1)
-            .next_multiple_of(2);
-        self.for_each(0, per_task, parallel, true, &f, &g);
+        let per_task = self.per_task().next_multiple_of(2);
+        self.tasks(0, per_task, parallel, &|first, rows| {
+            let mut rows = rows.into_rows();
+            let mut i = first;
+            while let Some(a) = rows.next() {
+                match rows.next() {
+                    Some(b) => g(i, a, b),
+                    None => f(i, a),
+                }
+                i += 2;
+            }
+        });
+    }
+
+    /// Runs `f(i, row i, taken, more)` over all rows in order within tasks of at least
+    /// `min_task` values (whole rows), `taken` being what `f` returned for the row before
+    /// in the same task (`None` for a task's first row) and `more` whether the task has a
+    /// row after this one.
+    pub(crate) fn run_chained<C: Copy>(
+        self,
+        min_task: usize,
+        f: impl Fn(usize, RowMut<'_, T, A>, Option<C>, bool) -> Option<C> + Sync,
+    ) {
+        let parallel = par::worth_parallel(self.y.len());
+        let per_task = self.per_task().max(min_task.div_ceil(self.row_len));
+        self.tasks(0, per_task, parallel, &|first, rows| {
+            let count = rows.y.len() / rows.row_len;
+            let mut taken = None;
+            for (k, r) in rows.into_rows().enumerate() {
+                taken = f(first + k, r, taken, k + 1 < count);
+            }
+        });
     }
 }
 
@@ -425,6 +451,36 @@ pub(crate) trait RowNorm<T: Element>: Sync {
         self.row(Some(src[0]), a);
         self.row(Some(src[1]), b);
     }
+    /// Whether rows carry the next row's statistics pass along their normalize step
+    /// ([`RowNorm::row_along`]).
+    fn along(&self) -> bool {
+        false
+    }
+    /// Normalizes one row from `src`, bit for bit as [`RowNorm::row`], its statistics
+    /// finished from `ahead` where they were taken ahead; carries the statistics pass of
+    /// `next` along and returns it.
+    fn row_along(
+        &self,
+        src: &[T],
+        r: RowMut<'_, T, T::Acc>,
+        ahead: Option<RowAhead<T::Acc>>,
+        next: Option<&[T]>,
+    ) -> Option<RowAhead<T::Acc>> {
+        let _ = (ahead, next);
+        self.row(Some(src), r);
+        None
+    }
+}
+
+/// Values per task at least where rows carry the next row's statistics along (each
+/// task's first row is read alone): 256 Ki, 64 rows of 4096 f32.
+const ALONG_TASK: usize = 1 << 18;
+
+/// Whether rows of `n` values carry the next row's statistics pass along: long enough that
+/// a read-only pass per row and then a write pass leave the core's memory queue idle by
+/// turns, and no longer than the stepped pass takes (`moments::AHEAD_MAX`).
+fn along_pays(n: usize) -> bool {
+    (tuning::ALONG_MIN..=AHEAD_MAX).contains(&n)
 }
 
 /// Whether rows of `n` values go two at a time (sharing their parameter streams): their
@@ -444,6 +500,13 @@ pub(crate) fn run_rows<T: Element>(
     rows: RowsMut<'_, T, T::Acc>,
 ) {
     let n = op.row_len();
+    if let (true, Some(x), None) = (op.along() && along_pays(n), x, rows.resid.as_ref()) {
+        let row = |i: usize| &x[i * n..][..n];
+        rows.run_chained(ALONG_TASK, |i, r, ahead, more| {
+            op.row_along(row(i), r, ahead, more.then(|| row(i + 1)))
+        });
+        return;
+    }
     let one = |i: usize, mut r: RowMut<'_, T, T::Acc>| {
         let x = x.map(|x| &x[i * n..][..n]);
         match (r.resid.take(), x) {
@@ -551,12 +614,12 @@ pub(crate) fn map_row_grouped<T: Element, const K: usize, const E: usize>(
         store_at(v, dst, 0, n);
         return;
     }
-    let h = head_len(dst);
-    let end = h + (n - h) / lanes * lanes;
-    let (head, tail) = {
+    let (h, end) = body_of(dst);
+    let ends = {
         let s = src.unwrap_or(dst);
-        let at = |i: usize| f(load_at(s, i, lanes), loads(ex, i, lanes), i, lanes);
-        ((h > 0).then(|| at(0)), (end < n).then(|| at(n - lanes)))
+        ends(n, lanes, h, end, |i| {
+            f(load_at(s, i, lanes), loads(ex, i, lanes), i, lanes)
+        })
     };
     let (dc, _) = T::as_chunks_mut(&mut dst[h..end]);
     let vectors = dc.len();
@@ -607,6 +670,146 @@ pub(crate) fn map_row_grouped<T: Element, const K: usize, const E: usize>(
             }
         }
     }
+    store_ends(dst, ends);
+}
+
+/// Work carried along a row's normalize step by [`map_row_along`]: `run` calls `step()`
+/// as it goes, and each call stores the next `NACC` vectors of the row (none once the row
+/// is done). The next row's statistics pass, in `run_rows`: reading a row from memory
+/// while another is written keeps misses of both kinds in flight, where a read-only pass
+/// and then a write-only one per row left one core at 63 % of a copy's bandwidth
+/// (`examples/fused_rows.rs`).
+pub(crate) trait Along {
+    /// What `run` returns.
+    type Out;
+    /// Nothing to carry (`()`): [`rows_map`] takes the plain loop.
+    const NONE: bool = false;
+    /// Does the work, calling `step()` along the way.
+    fn run(self, step: &mut impl Step) -> Self::Out;
+}
+
+impl Along for () {
+    type Out = ();
+    const NONE: bool = true;
+    fn run(self, _: &mut impl Step) {}
+}
+
+/// The statistics pass of the next row ([`crate::moments::row_ahead`]) as [`Along`] work.
+pub(crate) struct NextRow<'x, T>(pub(crate) &'x [T]);
+
+impl<T: Element> Along for NextRow<'_, T> {
+    type Out = RowAhead<T::Acc>;
+    #[inline(always)]
+    fn run(self, step: &mut impl Step) -> Self::Out {
+        row_ahead(self.0, step)
+    }
+}
+
+/// The aligned body of [`map_row_along`], in groups of `NACC` vectors: `g` groups done.
+struct Body<'r, 'f, T: Element, F, const E: usize> {
+    g: usize,
+    src: &'r [[T::Chunk; NACC]],
+    dst: &'r mut [[T::Chunk; NACC]],
+    ex: [&'r [[T::Chunk; NACC]]; E],
+    f: &'f F,
+}
+
+impl<T: Element, F: Fn(V<T>, [V<T>; E]) -> V<T>, const E: usize> Step for Body<'_, '_, T, F, E> {
+    /// Stores the next group (none once the body is done).
+    #[inline(always)]
+    fn step(&mut self) {
+        let g = self.g;
+        if g < self.dst.len() {
+            for q in 0..NACC {
+                let mut v = [V::<T>::ZERO; E];
+                for (v, c) in v.iter_mut().zip(&self.ex) {
+                    *v = T::load(&c[g][q]);
+                }
+                T::store((self.f)(T::load(&self.src[g][q]), v), &mut self.dst[g][q]);
+            }
+            self.g = g + 1;
+        }
+    }
+}
+
+/// [`map_row`] from a source, `f(v, ex)` on each vector, carrying `along`: the aligned
+/// body is stored `NACC` vectors per `step()` of `along.run` and the rest after it; the
+/// ends as in [`map_row`]. Returns what `along` returns.
+#[inline(always)]
+pub(crate) fn map_row_along<T: Element, const E: usize, A: Along>(
+    src: &[T],
+    dst: &mut [T],
+    ex: [&[T]; E],
+    f: impl Fn(V<T>, [V<T>; E]) -> V<T>,
+    along: A,
+) -> A::Out {
+    let (n, lanes) = (dst.len(), T::Acc::LANES);
+    let (src, ex) = (&src[..n], each(ex, |e| &e[..n]));
+    if n < lanes {
+        store_at(f(load_at(src, 0, n), loads(ex, 0, n)), dst, 0, n);
+        return along.run(&mut ());
+    }
+    let (h, end) = body_of(dst);
+    let ends = ends(n, lanes, h, end, |i| {
+        f(load_at(src, i, lanes), loads(ex, i, lanes))
+    });
+    let (dc, _) = T::as_chunks_mut(&mut dst[h..end]);
+    let k = dc.len();
+    let sc = &T::as_chunks(&src[h..end]).0[..k];
+    let exc = each(ex, |e| &T::as_chunks(&e[h..end]).0[..k]);
+    let (dg, dr) = dc.as_chunks_mut::<NACC>();
+    let groups = dg.len();
+    let (sg, sr) = sc.as_chunks::<NACC>();
+    let sg = &sg[..groups];
+    let exg = each(exc, |c| &c.as_chunks::<NACC>().0[..groups]);
+    let mut body = Body::<T, _, E> {
+        g: 0,
+        src: sg,
+        dst: dg,
+        ex: exg,
+        f: &f,
+    };
+    let out = along.run(&mut body);
+    while body.g < groups {
+        body.step();
+    }
+    let rest = groups * NACC;
+    for (i, (d, x)) in dr.iter_mut().zip(sr).enumerate() {
+        let mut v = [V::<T>::ZERO; E];
+        for (v, c) in v.iter_mut().zip(&exc) {
+            *v = T::load(&c[rest + i]);
+        }
+        T::store(f(T::load(x), v), d);
+    }
+    store_ends(dst, ends);
+    out
+}
+
+/// The aligned body `h..end` of a row of at least `LANES` values ([`map_row`]).
+#[inline(always)]
+fn body_of<T: Element>(dst: &[T]) -> (usize, usize) {
+    let h = head_len(dst);
+    (h, h + (dst.len() - h) / T::Acc::LANES * T::Acc::LANES)
+}
+
+/// The first and last whole vectors of a row of `n` values whose aligned body is `h..end`,
+/// where they reach outside it (`at(i)`: the output vector at offset `i`), computed before
+/// anything is stored (in place works).
+#[inline(always)]
+fn ends<X>(
+    n: usize,
+    lanes: usize,
+    h: usize,
+    end: usize,
+    at: impl Fn(usize) -> X,
+) -> [Option<X>; 2] {
+    [(h > 0).then(|| at(0)), (end < n).then(|| at(n - lanes))]
+}
+
+/// Stores [`ends`]' vectors, after the body (they overlap it with equal values).
+#[inline(always)]
+fn store_ends<T: Element>(dst: &mut [T], [head, tail]: [Option<V<T>>; 2]) {
+    let (n, lanes) = (dst.len(), T::Acc::LANES);
     if let Some(v) = head {
         store_at(v, dst, 0, lanes);
     }
@@ -676,20 +879,27 @@ pub(crate) fn map_rows<T: Element, const R: usize, const E: usize>(
 
 /// `R` rows through [`map_row`] (one row, in place when `src` is `None`) or [`map_rows`]
 /// (several, each from its source).
+/// One row from a source with work carried along goes through [`map_row_along`]; `along`
+/// runs after the rows otherwise.
 #[inline(always)]
-fn rows_map<T: Element, const R: usize, const E: usize>(
+fn rows_map<T: Element, const R: usize, const E: usize, A: Along>(
     src: [Option<&[T]>; R],
     dst: [&mut [T]; R],
     ex: [&[T]; E],
     f: impl Fn(usize, V<T>, [V<T>; E]) -> V<T>,
-) {
+    along: A,
+) -> A::Out {
     if R == 1 {
         let d = dst.into_iter().next().expect("one row");
-        map_row(src[0], d, ex, |v, e, _, _| f(0, v, e));
+        match src[0] {
+            Some(s) if !A::NONE => return map_row_along(s, d, ex, |v, e| f(0, v, e), along),
+            _ => map_row(src[0], d, ex, |v, e, _, _| f(0, v, e)),
+        }
     } else {
         let src = src.map(|s| s.expect("rows taken together are read from a source"));
         map_rows(src, dst, ex, f);
     }
+    along.run(&mut ())
 }
 
 /// The scale-and-shift step over one row: `dst = plan(src)·w + b` (`src = None`: in place),
@@ -708,13 +918,15 @@ pub(crate) fn normalize<
     const S: bool,
     const P: bool,
     const R: usize,
+    A: Along,
 >(
     src: [Option<&[T]>; R],
     dst: [&mut [T]; R],
     w: &[T],
     b: &[T],
     plan: [Plan<T::Acc>; R],
-) {
+    along: A,
+) -> A::Out {
     let sp = |f: fn(&Plan<T::Acc>) -> T::Acc| {
         let mut v = [V::<T>::ZERO; R];
         for (v, p) in v.iter_mut().zip(&plan) {
@@ -737,10 +949,16 @@ pub(crate) fn normalize<
         }
     };
     match (W, B) {
-        (true, true) => rows_map(src, dst, [w, b], |r, v, [w, b]| z(r, v).mul_add(w, b)),
-        (true, false) => rows_map(src, dst, [w], |r, v, [w]| z(r, v) * w),
-        (false, true) => rows_map(src, dst, [b], |r, v, [b]| z(r, v) + b),
-        (false, false) => rows_map(src, dst, [], |r, v, []| z(r, v)),
+        (true, true) => rows_map(
+            src,
+            dst,
+            [w, b],
+            |r, v, [w, b]| z(r, v).mul_add(w, b),
+            along,
+        ),
+        (true, false) => rows_map(src, dst, [w], |r, v, [w]| z(r, v) * w, along),
+        (false, true) => rows_map(src, dst, [b], |r, v, [b]| z(r, v) + b, along),
+        (false, false) => rows_map(src, dst, [], |r, v, []| z(r, v), along),
     }
 }
 
@@ -762,7 +980,19 @@ pub(crate) fn normalize_row<T: Element>(
     b: Option<&[T]>,
     plan: Plan<T::Acc>,
 ) {
-    normalize_rows([src], [dst], w, b, [plan])
+    normalize_rows_along([src], [dst], w, b, [plan], ())
+}
+
+/// [`normalize_row`] from a source, carrying `along` ([`map_row_along`]).
+pub(crate) fn normalize_row_along<T: Element, A: Along>(
+    src: &[T],
+    dst: &mut [T],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    plan: Plan<T::Acc>,
+    along: A,
+) -> A::Out {
+    normalize_rows_along([Some(src)], [dst], w, b, [plan], along)
 }
 
 /// [`normalize_row`] over `R` rows at once ([`map_rows`]: each from its source, one length,
@@ -775,22 +1005,42 @@ pub(crate) fn normalize_rows<T: Element, const R: usize>(
     b: Option<&[T]>,
     plan: [Plan<T::Acc>; R],
 ) {
+    normalize_rows_along(src, dst, w, b, plan, ())
+}
+
+/// [`normalize_rows`] carrying `along` (see [`rows_map`]).
+fn normalize_rows_along<T: Element, const R: usize, A: Along>(
+    src: [Option<&[T]>; R],
+    dst: [&mut [T]; R],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    plan: [Plan<T::Acc>; R],
+    along: A,
+) -> A::Out {
     let unfolded = plan.iter().filter(|p| p.unfolded()).count();
+    let a = along;
     match (w, b) {
-        (Some(w), Some(b)) => scaled_or_not::<T, true, true, false, false, R>(src, dst, w, b, plan),
-        (Some(w), None) => scaled_or_not::<T, true, false, false, false, R>(src, dst, w, &[], plan),
-        (None, Some(b)) => scaled_or_not::<T, false, true, false, false, R>(src, dst, &[], b, plan),
+        (Some(w), Some(b)) => {
+            scaled_or_not::<T, true, true, false, false, R, A>(src, dst, w, b, plan, a)
+        }
+        (Some(w), None) => {
+            scaled_or_not::<T, true, false, false, false, R, A>(src, dst, w, &[], plan, a)
+        }
+        (None, Some(b)) => {
+            scaled_or_not::<T, false, true, false, false, R, A>(src, dst, &[], b, plan, a)
+        }
         (None, None) if unfolded == R => {
-            scaled_or_not::<T, false, false, true, false, R>(src, dst, &[], &[], plan)
+            scaled_or_not::<T, false, false, true, false, R, A>(src, dst, &[], &[], plan, a)
         }
         (None, None) if unfolded == 0 => {
-            scaled_or_not::<T, false, false, false, false, R>(src, dst, &[], &[], plan)
+            scaled_or_not::<T, false, false, false, false, R, A>(src, dst, &[], &[], plan, a)
         }
-        // folded and unfolded plans together: one by one
+        // folded and unfolded plans together (R > 1): one by one
         (None, None) => {
             for (r, d) in dst.into_iter().enumerate() {
                 normalize_row(src[r], d, None, None, plan[r]);
             }
+            a.run(&mut ())
         }
     }
 }
@@ -806,10 +1056,25 @@ pub(crate) fn scale_row<T: Element>(
 ) {
     debug_assert!(plan.ps == T::Acc::ZERO && plan.m == T::Acc::ZERO && plan.c == T::Acc::ZERO);
     debug_assert!(!plan.unfolded());
+    scale_row_along(src, dst, w, plan, ())
+}
+
+/// [`scale_row`] carrying `along` (see [`rows_map`]).
+pub(crate) fn scale_row_along<T: Element, A: Along>(
+    src: Option<&[T]>,
+    dst: &mut [T],
+    w: Option<&[T]>,
+    plan: Plan<T::Acc>,
+    along: A,
+) -> A::Out {
     let (src, dst, plan) = ([src], [dst], [plan]);
     match w {
-        Some(w) => scaled_or_not::<T, true, false, false, true, 1>(src, dst, w, &[], plan),
-        None => scaled_or_not::<T, false, false, false, true, 1>(src, dst, &[], &[], plan),
+        Some(w) => {
+            scaled_or_not::<T, true, false, false, true, 1, A>(src, dst, w, &[], plan, along)
+        }
+        None => {
+            scaled_or_not::<T, false, false, false, true, 1, A>(src, dst, &[], &[], plan, along)
+        }
     }
 }
 
@@ -823,17 +1088,19 @@ fn scaled_or_not<
     const U: bool,
     const P: bool,
     const R: usize,
+    A: Along,
 >(
     src: [Option<&[T]>; R],
     dst: [&mut [T]; R],
     w: &[T],
     b: &[T],
     plan: [Plan<T::Acc>; R],
-) {
+    along: A,
+) -> A::Out {
     if plan.iter().all(|p| p.s == T::Acc::ONE) {
-        normalize::<T, W, B, U, false, P, R>(src, dst, w, b, plan)
+        normalize::<T, W, B, U, false, P, R, A>(src, dst, w, b, plan, along)
     } else {
-        normalize::<T, W, B, U, true, P, R>(src, dst, w, b, plan)
+        normalize::<T, W, B, U, true, P, R, A>(src, dst, w, b, plan, along)
     }
 }
 
