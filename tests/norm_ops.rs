@@ -752,3 +752,78 @@ fn paired_rows_match_single_rows_bitwise() {
         }
     }
 }
+
+/// Rows of 1024..=16384 values taken together (LayerNorm from a source, not in place) have
+/// the next row's statistics pass carried along this row's normalize step
+/// (`ops::map_row_along`): outputs, means and rstds must be bit for bit those of one-row calls,
+/// also for rows whose statistics need a second pass (a sorted ramp: the pilot is far from the
+/// mean), a rescale (values near the overflow limit), or none at all (NaN / Inf rows), and at
+/// the lengths around the path's limits (1023, 1024, 16384, 16385) and every lane remainder
+/// class.
+#[test]
+fn rows_with_the_next_rows_stats_alongside_match_single_rows_bitwise() {
+    fn row<T: Element>(kind: usize, n: usize, rng: &mut common::Rng) -> Vec<T> {
+        let mut v = |i: usize| -> f64 {
+            let t = i as f64 / n as f64;
+            match kind {
+                0 => 3.0 + rng.normal(),
+                1 => 1e4 * t,                      // sorted: pilot far from the mean
+                2 => 1e30,                         // constant at large magnitude
+                3 => 3.0e38 * (0.5 + 0.5 * t),     // near the f32 overflow limit
+                4 if i == n / 2 => f64::NAN,       // one NaN
+                5 if i == 7 => f64::INFINITY,      // one Inf
+                6 => 1e-30 * (1.0 + rng.normal()), // tiny values
+                _ => 1e6 + rng.normal(),           // mean 1e6, σ 1
+            }
+        };
+        (0..n).map(|i| from_f64::<T>(v(i))).collect()
+    }
+    fn check<T: Element>(n: usize, what: &str) {
+        let mut rng = common::Rng(n as u64 * 31 + 7);
+        let kinds = [0, 1, 0, 2, 3, 0, 4, 0, 5, 6, 7, 1, 0];
+        let x: Vec<T> = kinds.iter().flat_map(|&k| row(k, n, &mut rng)).collect();
+        let rows = kinds.len();
+        let w = gaussian::<T>(&mut rng, n, 1.0, 0.5);
+        let b = gaussian::<T>(&mut rng, n, 0.0, 1.0);
+        let bits = |v: &[T]| {
+            v.iter()
+                .map(|t| t.to_acc().to_f64().to_bits())
+                .collect::<Vec<_>>()
+        };
+        let zero = from_f64::<T>(0.0);
+        let (mut y, mut one) = (vec![zero; rows * n], vec![zero; n]);
+        let a0 = T::Acc::from_f64(0.0);
+        for (wt, bs) in [(true, true), (false, false)] {
+            let ln = LayerNorm::new(n);
+            let ln = if wt { ln.weight(&w) } else { ln };
+            let ln = if bs { ln.bias(&b) } else { ln };
+            let (mut m, mut s) = (vec![a0; rows], vec![a0; rows]);
+            ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
+            let mut y2 = vec![zero; rows * n];
+            ln.forward(&x, &mut y2).unwrap();
+            assert_eq!(bits(&y), bits(&y2), "{what} n {n}: forward vs with_stats");
+            for r in 0..rows {
+                let (mut m1, mut s1) = ([a0], [a0]);
+                ln.forward_with_stats(&x[r * n..][..n], &mut one, &mut m1, &mut s1)
+                    .unwrap();
+                let k = kinds[r];
+                assert_eq!(
+                    bits(&one),
+                    bits(&y[r * n..][..n]),
+                    "{what} n {n} row {r} kind {k}"
+                );
+                let same = |a: T::Acc, b: T::Acc| a.to_f64().to_bits() == b.to_f64().to_bits();
+                assert!(same(m1[0], m[r]), "{what} n {n} mean of row {r} kind {k}");
+                assert!(same(s1[0], s[r]), "{what} n {n} rstd of row {r} kind {k}");
+            }
+        }
+    }
+    for n in [
+        1023, 1024, 1025, 1031, 2047, 4111, 8200, 16383, 16384, 16385,
+    ] {
+        check::<f32>(n, "f32");
+        check::<f64>(n, "f64");
+        check::<half::bf16>(n, "bf16");
+        check::<half::f16>(n, "f16");
+    }
+}
