@@ -753,13 +753,14 @@ fn paired_rows_match_single_rows_bitwise() {
     }
 }
 
-/// Rows of 1024..=16384 values taken together (LayerNorm from a source, not in place) have
-/// the next row's statistics pass carried along this row's normalize step
-/// (`ops::map_row_along`): outputs, means and rstds must be bit for bit those of one-row calls,
-/// also for rows whose statistics need a second pass (a sorted ramp: the pilot is far from the
-/// mean), a rescale (values near the overflow limit), or none at all (NaN / Inf rows), and at
-/// the lengths around the path's limits (1023, 1024, 16384, 16385) and every lane remainder
-/// class.
+/// Rows of 256..=16384 values taken together (LayerNorm, and RMSNorm from 1024, from a
+/// source, not in place) have the next row's statistics pass carried along this row's
+/// normalize step (`ops::map_row_along`): outputs, means and rstds must be bit for bit those
+/// of one-row calls, also for rows whose statistics need a second pass (a sorted ramp: the
+/// pilot is far from the mean), a rescale (values near the overflow limit), or none at all
+/// (NaN / Inf rows), at the lengths around the path's limits (255, 256, 1023, 1024, 16384,
+/// 16385) and in several lane remainder classes. bf16 LayerNorm rows go in pairs instead
+/// (checked all the same).
 #[test]
 fn rows_with_the_next_rows_stats_alongside_match_single_rows_bitwise() {
     fn row<T: Element>(kind: usize, n: usize, rng: &mut common::Rng) -> Vec<T> {
@@ -816,10 +817,22 @@ fn rows_with_the_next_rows_stats_alongside_match_single_rows_bitwise() {
                 assert!(same(m1[0], m[r]), "{what} n {n} mean of row {r} kind {k}");
                 assert!(same(s1[0], s[r]), "{what} n {n} rstd of row {r} kind {k}");
             }
+            let rms = RmsNorm::new(n);
+            let rms = if wt { rms.weight(&w) } else { rms };
+            rms.forward(&x, &mut y).unwrap();
+            for r in 0..rows {
+                rms.forward(&x[r * n..][..n], &mut one).unwrap();
+                let k = kinds[r];
+                assert_eq!(
+                    bits(&one),
+                    bits(&y[r * n..][..n]),
+                    "{what} RMS n {n} row {r} kind {k}"
+                );
+            }
         }
     }
     for n in [
-        1023, 1024, 1025, 1031, 2047, 4111, 8200, 16383, 16384, 16385,
+        255, 256, 257, 1023, 1024, 1025, 1031, 2047, 4111, 8200, 16383, 16384, 16385,
     ] {
         check::<f32>(n, "f32");
         check::<f64>(n, "f64");

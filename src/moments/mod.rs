@@ -452,8 +452,21 @@ pub(crate) fn channels_shifted<'x, T: Element>(
 /// `Σ (x·2^k)² / n` and `k` (0 unless the squares overflow or underflow), or `None` when `x`
 /// holds a NaN or ±∞. For RMSNorm; `x` non-empty.
 pub(crate) fn mean_square<T: Element>(x: &[T]) -> Option<(T::Acc, i32)> {
+    mean_square_from(x, two_pass::sum_squares(x, T::Acc::ONE))
+}
+
+/// `Σ x²` of a row of at most [`AHEAD_MAX`] values, taken ahead like [`row_ahead`] (`step()`
+/// after each group of `NACC` vectors); [`mean_square_from`] finishes it.
+#[inline(always)]
+pub(crate) fn squares_ahead<T: Element>(x: &[T], step: &mut impl Step) -> T::Acc {
+    two_pass::sum_squares_stepped(x, step)
+}
+
+/// [`mean_square`] of `x` from its unscaled `Σ x²` (`sq`, bit for bit [`two_pass::sum_squares`]
+/// with `s = 1`).
+pub(crate) fn mean_square_from<T: Element>(x: &[T], sq: T::Acc) -> Option<(T::Acc, i32)> {
     let n = T::Acc::from_u64(x.len() as u64);
-    let q = two_pass::sum_squares(x, T::Acc::ONE) / n;
+    let q = sq / n;
     if q.is_finite() && q >= T::Acc::MIN_POSITIVE / T::Acc::EPSILON {
         return Some((q, 0));
     }

@@ -41,21 +41,28 @@ pub(crate) fn sum<T: Element>(x: &[T], s: T::Acc, p: T::Acc) -> T::Acc {
 pub(crate) fn sum_squares<T: Element>(x: &[T], s: T::Acc) -> T::Acc {
     // `s = 1` (every call but a rescue): no product by it
     if s == T::Acc::ONE {
-        sum_squares_loop::<T, false>(x, s)
+        sum_squares_loop::<T, false>(x, s, &mut ())
     } else {
-        sum_squares_loop::<T, true>(x, s)
+        sum_squares_loop::<T, true>(x, s, &mut ())
     }
+}
+
+/// [`sum_squares`] with `s = 1`, `step()` after each group of vectors ([`sweep_stepped`]):
+/// the pass taken ahead while another row is normalized. The same sum bit for bit.
+#[inline(always)]
+pub(crate) fn sum_squares_stepped<T: Element>(x: &[T], step: &mut impl Step) -> T::Acc {
+    sum_squares_loop::<T, false>(x, T::Acc::ONE, step)
 }
 
 /// The loop of [`sum_squares`]: `y = x·s` (`S`), or `x`.
 #[inline(always)]
-fn sum_squares_loop<T: Element, const S: bool>(x: &[T], s: T::Acc) -> T::Acc {
+fn sum_squares_loop<T: Element, const S: bool>(x: &[T], s: T::Acc, step: &mut impl Step) -> T::Acc {
     let sv = V::<T>::splat(s);
-    let acc = sweep(x, V::<T>::ZERO, |a, v, lanes| {
+    let f = |a: &mut V<T>, v: V<T>, lanes: Lanes| {
         let y = lanes.keep::<T::Acc>(if S { v * sv } else { v });
         *a = y.mul_add(y, *a);
-    });
-    lane_sum::<T::Acc>(acc)
+    };
+    lane_sum::<T::Acc>(sweep_stepped(x, V::<T>::ZERO, f, step))
 }
 
 /// `(Σd, Σd²)` with `d = x·s − c`.

@@ -26,7 +26,7 @@ pub use rms_norm::RmsNorm;
 
 use crate::element::{Arith, Element, Float, Vector, load_at, store_at};
 use crate::error::{NormError, check_len, rows_of};
-use crate::moments::{AHEAD_MAX, RowAhead, Run, Step, row_ahead};
+use crate::moments::{AHEAD_MAX, RowAhead, Run, Step, row_ahead, squares_ahead};
 use crate::tuning::NACC;
 use crate::{par, tuning};
 
@@ -433,6 +433,8 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
 
 /// A row-wise normalization: its row length and how one row is normalized.
 pub(crate) trait RowNorm<T: Element>: Sync {
+    /// A row's statistics pass taken ahead ([`RowNorm::row_along`]).
+    type Ahead: Copy;
     /// Values per row.
     fn row_len(&self) -> usize;
     /// Normalizes one row (`src = None`: in place in `r.y`), writing its statistics where
@@ -451,10 +453,11 @@ pub(crate) trait RowNorm<T: Element>: Sync {
         self.row(Some(src[0]), a);
         self.row(Some(src[1]), b);
     }
-    /// Whether rows carry the next row's statistics pass along their normalize step
-    /// ([`RowNorm::row_along`]).
-    fn along(&self) -> bool {
-        false
+    /// The shortest row that carries the next row's statistics pass along its normalize
+    /// step ([`RowNorm::row_along`]; `usize::MAX`: none does). Rows longer than
+    /// `moments::AHEAD_MAX` never do.
+    fn along_from(&self) -> usize {
+        usize::MAX
     }
     /// Normalizes one row from `src`, bit for bit as [`RowNorm::row`], its statistics
     /// finished from `ahead` where they were taken ahead; carries the statistics pass of
@@ -463,9 +466,9 @@ pub(crate) trait RowNorm<T: Element>: Sync {
         &self,
         src: &[T],
         r: RowMut<'_, T, T::Acc>,
-        ahead: Option<RowAhead<T::Acc>>,
+        ahead: Option<Self::Ahead>,
         next: Option<&[T]>,
-    ) -> Option<RowAhead<T::Acc>> {
+    ) -> Option<Self::Ahead> {
         let _ = (ahead, next);
         self.row(Some(src), r);
         None
@@ -476,11 +479,12 @@ pub(crate) trait RowNorm<T: Element>: Sync {
 /// task's first row is read alone): 256 Ki, 64 rows of 4096 f32.
 const ALONG_TASK: usize = 1 << 18;
 
-/// Whether rows of `n` values carry the next row's statistics pass along: long enough that
-/// a read-only pass per row and then a write pass leave the core's memory queue idle by
-/// turns, and no longer than the stepped pass takes (`moments::AHEAD_MAX`).
-fn along_pays(n: usize) -> bool {
-    (tuning::ALONG_MIN..=AHEAD_MAX).contains(&n)
+/// Whether `op`'s rows of `n` values carry the next row's statistics pass along: long
+/// enough that a read-only pass per row and then a write pass leave the core's memory queue
+/// idle by turns (`op.along_from()`), and no longer than the stepped pass takes
+/// (`moments::AHEAD_MAX`).
+fn along_pays<T: Element>(op: &impl RowNorm<T>, n: usize) -> bool {
+    (op.along_from()..=AHEAD_MAX).contains(&n)
 }
 
 /// Whether rows of `n` values go two at a time (sharing their parameter streams): their
@@ -500,7 +504,7 @@ pub(crate) fn run_rows<T: Element>(
     rows: RowsMut<'_, T, T::Acc>,
 ) {
     let n = op.row_len();
-    if let (true, Some(x), None) = (op.along() && along_pays(n), x, rows.resid.as_ref()) {
+    if let (true, Some(x), None) = (along_pays(op, n), x, rows.resid.as_ref()) {
         let row = |i: usize| &x[i * n..][..n];
         rows.run_chained(ALONG_TASK, |i, r, ahead, more| {
             op.row_along(row(i), r, ahead, more.then(|| row(i + 1)))
@@ -702,6 +706,18 @@ impl<T: Element> Along for NextRow<'_, T> {
     #[inline(always)]
     fn run(self, step: &mut impl Step) -> Self::Out {
         row_ahead(self.0, step)
+    }
+}
+
+/// The sum of squares of the next row ([`crate::moments::squares_ahead`]) as [`Along`]
+/// work: RMSNorm's statistics pass.
+pub(crate) struct NextSquares<'x, T>(pub(crate) &'x [T]);
+
+impl<T: Element> Along for NextSquares<'_, T> {
+    type Out = T::Acc;
+    #[inline(always)]
+    fn run(self, step: &mut impl Step) -> Self::Out {
+        squares_ahead(self.0, step)
     }
 }
 

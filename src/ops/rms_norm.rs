@@ -2,10 +2,14 @@
 //! then the scaling step from L1/L2 (`ops::normalize`).
 
 use super::backward::rows_backward;
-use super::{Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, rows, run_rows, scale_row};
+use super::{
+    NextSquares, Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, rows, run_rows, scale_row,
+    scale_row_along,
+};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
-use crate::moments::mean_square;
+use crate::moments::{mean_square, mean_square_from};
+use crate::tuning;
 
 /// Root-mean-square normalization over rows of `normalized_len` values (PyTorch
 /// `nn.RMSNorm`): `y = x / sqrt(mean(x²) + eps) · weight`.
@@ -247,7 +251,12 @@ impl<'a, T: Element> RmsNorm<'a, T> {
 impl<T: Element> RmsNorm<'_, T> {
     /// A row's scale plan and rstd (NaN for a row holding NaN or ±∞).
     fn plan(&self, x: &[T]) -> (Plan<T::Acc>, T::Acc) {
-        match mean_square(x) {
+        self.plan_of(mean_square(x))
+    }
+
+    /// [`RmsNorm::plan`] from the row's mean square.
+    fn plan_of(&self, ms: Option<(T::Acc, i32)>) -> (Plan<T::Acc>, T::Acc) {
+        match ms {
             Some((q, k)) => Plan::new(T::Acc::ZERO, T::Acc::ZERO, q, k, self.eps_value()),
             None => (Plan::nan(), T::Acc::NAN),
         }
@@ -255,6 +264,9 @@ impl<T: Element> RmsNorm<'_, T> {
 }
 
 impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
+    /// The row's `Σ x²` ([`crate::moments::squares_ahead`]).
+    type Ahead = T::Acc;
+
     fn row_len(&self) -> usize {
         self.normalized_len
     }
@@ -263,5 +275,36 @@ impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
         let (plan, rstd) = self.plan(src.unwrap_or(r.y));
         let y = r.put(None, rstd);
         scale_row(src, y, self.weight, plan);
+    }
+
+    fn along_from(&self) -> usize {
+        tuning::ALONG_MIN_RMS
+    }
+
+    fn row_along(
+        &self,
+        src: &[T],
+        r: RowMut<'_, T, T::Acc>,
+        ahead: Option<T::Acc>,
+        next: Option<&[T]>,
+    ) -> Option<T::Acc> {
+        let (plan, rstd) = match ahead {
+            Some(sq) => self.plan_of(mean_square_from(src, sq)),
+            None => self.plan(src),
+        };
+        let y = r.put(None, rstd);
+        match next {
+            Some(next) => Some(scale_row_along(
+                Some(src),
+                y,
+                self.weight,
+                plan,
+                NextSquares(next),
+            )),
+            None => {
+                scale_row(Some(src), y, self.weight, plan);
+                None
+            }
+        }
     }
 }
