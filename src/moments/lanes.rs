@@ -52,8 +52,9 @@ pub(crate) fn sweep<T: Element, S: Copy>(
 }
 
 /// Work done between groups of a [`sweep_stepped`] (`()`: none). A trait with an
-/// always-inlined method rather than a closure: the closure was left out of line, and its
-/// state in memory (LayerNorm 4096×4096 71 → … % of copy).
+/// always-inlined method rather than a closure: a closure was left out of line, its state
+/// kept in memory and reloaded on every vector (LayerNorm 4096×4096 f32, 1 thread: 73 % of
+/// copy that way, 75–82 % with the trait).
 pub(crate) trait Step {
     /// Called after each group of `NACC` vectors.
     fn step(&mut self);

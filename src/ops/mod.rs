@@ -737,15 +737,23 @@ impl<T: Element, F: Fn(V<T>, [V<T>; E]) -> V<T>, const E: usize> Step for Body<'
         let g = self.g;
         if g < self.dst.len() {
             for q in 0..NACC {
-                let mut v = [V::<T>::ZERO; E];
-                for (v, c) in v.iter_mut().zip(&self.ex) {
-                    *v = T::load(&c[g][q]);
-                }
-                T::store((self.f)(T::load(&self.src[g][q]), v), &mut self.dst[g][q]);
+                let ex = self.ex.map(|c| &c[g][q]);
+                put::<T, E>(&self.src[g][q], &mut self.dst[g][q], ex, self.f);
             }
             self.g = g + 1;
         }
     }
+}
+
+/// `dst = f(src, ex)` for one vector of [`map_row_along`].
+#[inline(always)]
+fn put<T: Element, const E: usize>(
+    src: &T::Chunk,
+    dst: &mut T::Chunk,
+    ex: [&T::Chunk; E],
+    f: &impl Fn(V<T>, [V<T>; E]) -> V<T>,
+) {
+    T::store(f(T::load(src), ex.map(|c| T::load(c))), dst);
 }
 
 /// [`map_row`] from a source, `f(v, ex)` on each vector, carrying `along`: the aligned
@@ -791,11 +799,7 @@ pub(crate) fn map_row_along<T: Element, const E: usize, A: Along>(
     }
     let rest = groups * NACC;
     for (i, (d, x)) in dr.iter_mut().zip(sr).enumerate() {
-        let mut v = [V::<T>::ZERO; E];
-        for (v, c) in v.iter_mut().zip(&exc) {
-            *v = T::load(&c[rest + i]);
-        }
-        T::store(f(T::load(x), v), d);
+        put::<T, E>(x, d, exc.map(|c| &c[rest + i]), &f);
     }
     store_ends(dst, ends);
     out
