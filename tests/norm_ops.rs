@@ -753,14 +753,15 @@ fn paired_rows_match_single_rows_bitwise() {
     }
 }
 
-/// Rows of 256..=16384 values taken together (LayerNorm, and RMSNorm from 1024, from a
-/// source, not in place) have the next row's statistics pass carried along this row's
-/// normalize step (`ops::map_row_along`): outputs, means and rstds must be bit for bit those
-/// of one-row calls, also for rows whose statistics need a second pass (a sorted ramp: the
-/// pilot is far from the mean), a rescale (values near the overflow limit), or none at all
-/// (NaN / Inf rows), at the lengths around the path's limits (255, 256, 1023, 1024, 16384,
-/// 16385) and in several lane remainder classes. bf16 LayerNorm rows go in pairs instead
-/// (checked all the same).
+/// With the `row-along` feature (`.ci/run` tests it), rows of 256..=16384 values taken
+/// together (LayerNorm, and RMSNorm from 1024, from a source, not in place) have the next
+/// row's statistics pass carried along this row's normalize step (`ops::map_row_along`);
+/// without it they go one (or two) at a time. Either way outputs, means and rstds must be
+/// bit for bit those of one-row calls, also for rows whose statistics need a second pass (a
+/// sorted ramp: the pilot is far from the mean), a rescale (values near the overflow
+/// limit), or none at all (NaN / Inf rows), at the lengths around the path's limits (255,
+/// 256, 1023, 1024, 16384, 16385) and in several lane remainder classes. bf16 LayerNorm rows
+/// go in pairs instead (checked all the same).
 #[test]
 fn rows_with_the_next_rows_stats_alongside_match_single_rows_bitwise() {
     fn row<T: Element>(kind: usize, n: usize, rng: &mut common::Rng) -> Vec<T> {
