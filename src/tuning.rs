@@ -77,7 +77,7 @@ pub const LLC_REUSE_BYTES: usize = 8 * 1024 * 1024;
 /// default because the order is a loss on the development machine. Zen 4 (32 KiB L1d), 1
 /// thread, % of copy, the order on / off (roofline, binaries alternating, 4 runs each):
 /// LayerNorm 4096×4096 58–63 / 66–68, 128×4096 40 / 45–46, 65536×256 54–74 / 68–72, f16
-/// 4096×4096 35–44 / 47–52; `examples/ln_probe` 16384×1024 58–59 / 74–89, 32768×512 62–65 /
+/// 4096×4096 35–44 / 47–52; a scratch probe (not kept) 16384×1024 58–59 / 74–89, 32768×512 62–65 /
 /// 86–94 (and the same direction in an AVX2 build). On the tenth session's Intel Xeon it
 /// was a gain: 65536×256 59 → 64 %, 4096-wide rows 66 → 78 % (BENCHMARKS.md).
 pub const ALONG_MIN_LN: usize = if cfg!(feature = "row-along") {
@@ -87,7 +87,7 @@ pub const ALONG_MIN_LN: usize = if cfg!(feature = "row-along") {
 };
 
 /// [`ALONG_MIN_LN`] for RMSNorm, whose statistics pass is a single sum. Zen 4, on / off:
-/// 4096×4096 67–77 / 69–71 %, 16384×1024 (`ln_probe`) 60–61 / 88–97 %, bf16 / f16
+/// 4096×4096 67–77 / 69–71 %, 16384×1024 (the probe) 60–61 / 88–97 %, bf16 / f16
 /// 4096×4096 52–65 / 65–74 % and 52–75 / 78–83 %. Intel Xeon (tenth session): 4096×4096
 /// 72 → 80 % with it, 65536×256 77 → 70 % (so never below 1024 values).
 pub const ALONG_MIN_RMS: usize = if cfg!(feature = "row-along") {
