@@ -571,7 +571,7 @@ pub(crate) fn map_row<T: Element, const E: usize>(
     ex: [&[T]; E],
     f: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
 ) {
-    map_row_grouped::<T, 1, E>(src, dst, ex, &f, |v, e, i, _| f(v, e, i, T::Acc::LANES));
+    map_row_grouped::<T, T, 1, E>(src, dst, ex, &f, |v, e, i, _| f(v, e, i, T::Acc::LANES));
 }
 
 /// `f` of each of `E` values, in a plain loop (`array::map` left its closure out of line in
@@ -604,10 +604,15 @@ type V<T> = <<T as Element>::Acc as Float>::V;
 /// [`ColPlan`]); the ends and the vectors after the last group are `f(v, ex, i, len)`. Two
 /// closures, not one with both paths, so that each stays small enough to be inlined.
 #[inline(always)]
-pub(crate) fn map_row_grouped<T: Element, const K: usize, const E: usize>(
+pub(crate) fn map_row_grouped<
+    T: Element,
+    U: Element<Acc = T::Acc>,
+    const K: usize,
+    const E: usize,
+>(
     src: Option<&[T]>,
     dst: &mut [T],
-    ex: [&[T]; E],
+    ex: [&[U]; E],
     f: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
     g: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
 ) {
@@ -630,21 +635,21 @@ pub(crate) fn map_row_grouped<T: Element, const K: usize, const E: usize>(
     let (dg, dr) = dc.as_chunks_mut::<K>();
     // the extra slices in the shape of the destination: groups of K vectors, then the rest,
     // re-sliced to the destination's lengths (so that the loops index them unchecked)
-    let exc = each(ex, |e| &T::as_chunks(&e[h..end]).0[..vectors]);
+    let exc = each(ex, |e| &U::as_chunks(&e[h..end]).0[..vectors]);
     let exg = each(exc, |c| &c.as_chunks::<K>().0[..dg.len()]);
     let exr = each(exc, |c| &c.as_chunks::<K>().1[..dr.len()]);
     let rest = h + dg.len() * K * lanes;
     let group = |k: usize, q: usize| {
         let mut v = [V::<T>::ZERO; E];
         for (v, c) in v.iter_mut().zip(&exg) {
-            *v = T::load(&c[k][q]);
+            *v = U::load(&c[k][q]);
         }
         v
     };
     let single = |k: usize| {
         let mut v = [V::<T>::ZERO; E];
         for (v, c) in v.iter_mut().zip(&exr) {
-            *v = T::load(&c[k]);
+            *v = U::load(&c[k]);
         }
         v
     };
@@ -1138,17 +1143,20 @@ fn scaled_or_not<
 /// The plans repeat every `period` vectors (`lcm(C, LANES)` values), and the vector at
 /// offset `i` of a run takes the plans stored at `i mod lcm` (the arrays hold each column's
 /// plan at every index `≡ j mod C`, one period and a vector long, to cover the aligned
-/// body's phase). Three ways to fetch them:
+/// body's phase). Four ways to fetch them:
 /// * periods of at most 4 vectors (in f32: C = 16, 32, 48, 64 and their divisors; 6 plan
 ///   fields × 4 vectors is 24 of AVX-512's 32 registers): loaded once per call and kept in
 ///   registers ([`map_row_grouped`]), one load per output vector instead of up to six.
 ///   (32·3136, 64) eval, 1 thread: 68 → 103 % of copy (A/B probe);
 /// * periods of 8 and 16 vectors (C = 128, 256 in f32): unrolled groups of 16 vectors, each
 ///   loading its plans from 16 fixed offsets (no index arithmetic);
-/// * any other period: an offset that steps one vector per vector and wraps at the period.
+/// * any other period but the last case's: an offset that steps one vector per vector and
+///   wraps at the period.
 ///   (N, 512) and (N, 1024) eval: 83 → 105 %, 66 → 88 % of copy against the blocks.
 ///   From C ≈ 2048 f32 the plan arrays no longer fit L1 beside the rows (as LayerNorm's
-///   weight and bias): (4096, 4096) eval 65 % of copy, either way.
+///   weight and bias): (4096, 4096) eval 65 % of copy, either way;
+/// * rows of at least 48 vectors that are not a whole number of vectors (period 2 to 16
+///   rows): row by row, the fields one row long ([`ColPlan::by_rows`]).
 pub(crate) struct ColPlan<A> {
     /// Scales (empty when every column's is 1).
     s: Vec<A>,
@@ -1166,6 +1174,9 @@ pub(crate) struct ColPlan<A> {
     offset: bool,
     /// Vectors after which the plans repeat.
     period: usize,
+    /// Whether runs go row by row, the fields holding one value per column (see
+    /// [`ColPlan::by_rows`]).
+    by_rows: bool,
     /// Columns (C): runs start on a multiple of it.
     pub(crate) cols: usize,
 }
@@ -1176,11 +1187,31 @@ const FIXED_GROUP: usize = 16;
 impl<A: Float> ColPlan<A> {
     /// From one plan per column (`plans.len()` = C).
     pub(crate) fn new(plans: &[Plan<A>]) -> Self {
+        Self::with(plans, Self::by_rows(plans.len()))
+    }
+
+    /// Whether rows of `cols` values go one by one, each a [`map_row_grouped`] with the
+    /// plan fields as extra slices: rows of at least [`ROWS_MIN_VECTORS`] vectors that are
+    /// not a whole number of vectors, whose period (`lcm(C, LANES)` values: 2 to 16 rows)
+    /// would make the fields 2 to 16 times longer than a row. (20000, 776) eval, 1 thread:
+    /// f32 63–67 → 69–71 % of copy, bf16 50–52 → 66–70 %, f16 48–49 → 96–100 %; (16384, 1000)
+    /// f32 58–63 → 73–75 %, f16 42–53 → 75–92 %; (8, 4095) 50 → 10 µs (A/B probe). Rows of
+    /// 520 (32.5 vectors) measured slower that way (f32 81 → 65 %): the per-row set-up.
+    fn by_rows(cols: usize) -> bool {
+        cols >= ROWS_MIN_VECTORS * A::LANES && !cols.is_multiple_of(A::LANES)
+    }
+
+    /// [`ColPlan::new`], row by row or not as `by_rows` says.
+    fn with(plans: &[Plan<A>], by_rows: bool) -> Self {
         let (cols, lanes) = (plans.len(), A::LANES);
         let period = cols / gcd(cols, lanes);
-        // the aligned body starts up to a vector into the period, and the fixed-offset
-        // groups of a period of 8 span two periods
-        let len = (period.max(FIXED_GROUP) + 1) * lanes;
+        // row by row: one value per column; else the aligned body starts up to a vector
+        // into the period, and the fixed-offset groups of a period of 8 span two periods
+        let len = if by_rows {
+            cols
+        } else {
+            (period.max(FIXED_GROUP) + 1) * lanes
+        };
         // one row of values, then copies of it (memcpy, not an element-wise iterator: a
         // 64-channel plan's 5 × 512 values cost microseconds that way, at every call)
         let field = |f: fn(&Plan<A>) -> A| {
@@ -1208,6 +1239,7 @@ impl<A: Float> ColPlan<A> {
             scaled,
             offset,
             period,
+            by_rows,
             cols,
         }
     }
@@ -1220,6 +1252,7 @@ impl<A: Float> ColPlan<A> {
             3 => self.variant::<T, 3, REGS>(src, dst),
             4 => self.variant::<T, 4, REGS>(src, dst),
             8 | 16 => self.variant::<T, FIXED_GROUP, FIXED>(src, dst),
+            _ if self.by_rows => self.variant::<T, 1, ROWS>(src, dst),
             _ => self.variant::<T, 1, CYCLIC>(src, dst),
         }
     }
@@ -1278,7 +1311,7 @@ impl<A: Float> ColPlan<A> {
                         }
                     })
                 });
-                map_row_grouped::<T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
+                map_row_grouped::<T, T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
                     col_plan::<A::V, SCALED, OFFSET, U>(x, |f| regs[f][q])
                 })
             }
@@ -1294,14 +1327,29 @@ impl<A: Float> ColPlan<A> {
                     };
                     A::as_chunks(v).0.try_into().expect("K vectors")
                 });
-                map_row_grouped::<T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
+                map_row_grouped::<T, T, K, 0>(Some(src), dst, [], at_offset, |x, _, _, q| {
                     col_plan::<A::V, SCALED, OFFSET, U>(x, |f| A::load(&fixed[f][q]))
                 })
+            }
+            ROWS => {
+                // row by row, the plan fields as extra slices of each row (an absent one
+                // stands in as `nps`: never read, so its loads are dropped)
+                let cols = self.cols;
+                let ex: [&[A]; 6] = std::array::from_fn(|f| {
+                    let f = if fields[f].is_empty() { 1 } else { f };
+                    &fields[f][..cols]
+                });
+                let f = |x: A::V, e: [A::V; 6], _: usize, _: usize| {
+                    col_plan::<A::V, SCALED, OFFSET, U>(x, |f| e[f])
+                };
+                for (x, y) in src.chunks(cols).zip(dst.chunks_mut(cols)) {
+                    map_row_grouped::<T, A, 1, 6>(Some(x), y, ex, f, f);
+                }
             }
             _ => {
                 // the body's vectors in order: the offset steps a vector and wraps
                 let o = std::cell::Cell::new(0);
-                map_row_grouped::<T, 1, 0>(Some(src), dst, [], at_offset, |x, _, _, _| {
+                map_row_grouped::<T, T, 1, 0>(Some(src), dst, [], at_offset, |x, _, _, _| {
                     let at = o.get();
                     o.set(if at + lanes == end { 0 } else { at + lanes });
                     plan(x, h + at)
@@ -1322,6 +1370,10 @@ impl<A: Float> ColPlan<A> {
 const REGS: u8 = 0;
 const FIXED: u8 = 1;
 const CYCLIC: u8 = 2;
+const ROWS: u8 = 3;
+
+/// The fewest vectors per row for which [`ColPlan`] goes row by row ([`ColPlan::by_rows`]).
+const ROWS_MIN_VECTORS: usize = 48;
 
 /// `y = plan(x)` for [`ColPlan::segment`], field `f` of the plan (scale, negated pilot,
 /// offset, rstd, bias, weight) from `at(f)`.
@@ -1422,8 +1474,9 @@ mod tests {
             .collect()
     }
 
-    /// The column plans held in registers (periods of 1 to 4 vectors) and loaded from fixed
-    /// offsets (8 and 16) give bit for bit the values of the wrapping-offset loop, for every
+    /// The column plans held in registers (periods of 1 to 4 vectors), loaded from fixed
+    /// offsets (8 and 16) and row by row (long rows not a whole number of vectors) give bit
+    /// for bit the values of the wrapping-offset loop, for every
     /// column count to 70 (periods 1 to 70) and wider ones, every start within a cache line,
     /// runs of several periods, every monomorphized variant; and the wrapping-offset loop
     /// gives the plan's formula.
@@ -1437,9 +1490,14 @@ mod tests {
         ] {
             // to 70 every period to 70; 128 and 256 (f32, halves) and 64, 128 (f64): periods
             // of 8 and 16 vectors, the plans at fixed offsets; 512: beyond them
-            for cols in (1..=70).chain([128, 192, 256, 512]) {
+            // 777, 1000 (f32, halves), 1001: row by row
+            for cols in (1..=70).chain([128, 192, 256, 512, 777, 1000, 1001]) {
                 let plans = plans::<T::Acc>(cols, scaled, offset, unfolded);
                 let plan = ColPlan::new(&plans);
+                let cyclic = ColPlan::with(&plans, false);
+                // the last three go row by row where they are not whole vectors
+                let odd = !cols.is_multiple_of(T::Acc::LANES);
+                assert_eq!(plan.by_rows, cols > 512 && odd, "cols {cols}");
                 // runs of several periods, and at least 3 rows
                 let rows = (1536 / cols).max(3) + 1;
                 let len = rows * cols;
@@ -1450,7 +1508,7 @@ mod tests {
                     let mut a = vec![T::from_acc(T::Acc::ZERO); len + off];
                     let mut b = a.clone();
                     plan.normalize(&src, &mut a[off..]);
-                    plan.normalize_cyclic(&src, &mut b[off..]);
+                    cyclic.normalize_cyclic(&src, &mut b[off..]);
                     let bits = |v: &[T]| {
                         v.iter()
                             .map(|x| x.to_acc().to_f64().to_bits())
