@@ -306,9 +306,45 @@ fn half(c: &mut Criterion<BaselineUnits>) {
     run::<half::f16>(c, "f16");
 }
 
+/// BatchNorm eval on `(N, C)` rows that are not a whole number of vectors (C = 1000: the
+/// column plans' period is two rows), f32 and the half types, against a copy.
+fn odd_channels(c: &mut Criterion<BaselineUnits>) {
+    fn run<T: Element>(c: &mut Criterion<BaselineUnits>, dtype: &str) {
+        let (n, ch) = (16384usize, 1000usize);
+        let conv = |v: Vec<f32>| -> Vec<T> {
+            v.iter()
+                .map(|&x| T::from_acc(T::Acc::from_f64(x as f64 - 1.0e4)))
+                .collect()
+        };
+        let (x, w, b) = (conv(data(n * ch)), conv(data(ch)), conv(data(ch)));
+        let (rm, rv) = (vec![T::Acc::ZERO; ch], vec![T::Acc::from_f64(0.1); ch]);
+        let (mut y, mut y2) = (x.clone(), x.clone());
+        let bn_op = BatchNorm::new(ch).weight(&w).bias(&b);
+        for t in threads() {
+            let p = pool(t);
+            let name = format!("paired/bn_eval_odd/{dtype}/{n}x{ch}/threads{t}");
+            let mut g = group(c, name, x.len());
+            let mut copy = || y2.copy_from_slice(black_box(&x));
+            g.bench_function("batch_norm_eval", |bn| {
+                bn.iter_custom(|k| {
+                    pairs(&p, k, &mut copy, &mut || {
+                        bn_op
+                            .forward_eval(black_box(&x), Layout::Nc { n }, &rm, &rv, &mut y)
+                            .unwrap()
+                    })
+                })
+            });
+            g.finish();
+        }
+    }
+    run::<f32>(c, "f32");
+    run::<half::bf16>(c, "bf16");
+    run::<half::f16>(c, "f16");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(BaselineUnits);
-    targets = rows, channels, backward, half
+    targets = rows, channels, backward, half, odd_channels
 }
 criterion_main!(benches);

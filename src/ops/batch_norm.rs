@@ -415,7 +415,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     normalize_row(Some(&x[j * hw..][..hw]), r.y, None, None, plans[j % c]);
                 });
             }
-            _ => self.rows_normalize(x, y, &ColPlan::new(&plans)),
+            _ => self.rows_normalize(x, y, &ColPlan::new::<T>(&plans)),
         }
         Ok(())
     }
@@ -434,7 +434,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
             })
             .collect();
         // the rows the statistics read last first, while they are in the last-level cache
-        let plan = ColPlan::new(&plans);
+        let plan = ColPlan::new::<T>(&plans);
         let at = tail_first(x.len() / c, c * size_of::<T>()) * c;
         let ((xh, xt), (yh, yt)) = (x.split_at(at), y.split_at_mut(at));
         self.rows_normalize(xt, yt, &plan);

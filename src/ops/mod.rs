@@ -1155,8 +1155,8 @@ fn scaled_or_not<
 ///   (N, 512) and (N, 1024) eval: 83 → 105 %, 66 → 88 % of copy against the blocks.
 ///   From C ≈ 2048 f32 the plan arrays no longer fit L1 beside the rows (as LayerNorm's
 ///   weight and bias): (4096, 4096) eval 65 % of copy, either way;
-/// * rows of at least 48 vectors that are not a whole number of vectors (period 2 to 16
-///   rows): row by row, the fields one row long ([`ColPlan::by_rows`]).
+/// * half-precision rows of at least 48 vectors that are not a whole number of vectors
+///   (period 2 to 16 rows): row by row, the fields one row long ([`ColPlan::by_rows`]).
 pub(crate) struct ColPlan<A> {
     /// Scales (empty when every column's is 1).
     s: Vec<A>,
@@ -1185,20 +1185,23 @@ pub(crate) struct ColPlan<A> {
 const FIXED_GROUP: usize = 16;
 
 impl<A: Float> ColPlan<A> {
-    /// From one plan per column (`plans.len()` = C).
-    pub(crate) fn new(plans: &[Plan<A>]) -> Self {
-        Self::with(plans, Self::by_rows(plans.len()))
+    /// From one plan per column (`plans.len()` = C), for data stored as `T`.
+    pub(crate) fn new<T: Element<Acc = A>>(plans: &[Plan<A>]) -> Self {
+        Self::with(plans, Self::by_rows::<T>(plans.len()))
     }
 
-    /// Whether rows of `cols` values go one by one, each a [`map_row_grouped`] with the
-    /// plan fields as extra slices: rows of at least [`ROWS_MIN_VECTORS`] vectors that are
-    /// not a whole number of vectors, whose period (`lcm(C, LANES)` values: 2 to 16 rows)
-    /// would make the fields 2 to 16 times longer than a row. (20000, 776) eval, 1 thread:
-    /// f32 63–67 → 69–71 % of copy, bf16 50–52 → 66–70 %, f16 48–49 → 96–100 %; (16384, 1000)
-    /// f32 58–63 → 73–75 %, f16 42–53 → 75–92 %; (8, 4095) 50 → 10 µs (A/B probe). Rows of
-    /// 520 (32.5 vectors) measured slower that way (f32 81 → 65 %): the per-row set-up.
-    fn by_rows(cols: usize) -> bool {
-        cols >= ROWS_MIN_VECTORS * A::LANES && !cols.is_multiple_of(A::LANES)
+    /// Whether rows of `cols` values of `T` go one by one, each a [`map_row_grouped`] with
+    /// the plan fields as extra slices: half-precision rows of at least [`ROWS_MIN_VECTORS`]
+    /// vectors that are not a whole number of vectors, whose period (`lcm(C, LANES)` values:
+    /// 2 to 16 rows) would make the fields 2 to 16 times longer than a row. Paired criterion
+    /// A/B (`paired/bn_eval_odd`, (16384, 1000) eval, % of copy, two runs each, 1 / 2
+    /// threads): bf16 55–56 → 73–77 / 98–101 → 104–132, f16 56–58 → 84–92 / 102–103 →
+    /// 139–142; f32 73–76 → 70–73 / 129–136 → 109–124, so f32 and f64 keep the wrapping
+    /// offset. Rows of 520 (32.5 vectors) measured slower row by row (f32 81 → 65 %, probe):
+    /// the per-row set-up.
+    fn by_rows<T: Element<Acc = A>>(cols: usize) -> bool {
+        let half = size_of::<T>() < size_of::<A>();
+        half && cols >= ROWS_MIN_VECTORS * A::LANES && !cols.is_multiple_of(A::LANES)
     }
 
     /// [`ColPlan::new`], row by row or not as `by_rows` says.
@@ -1493,11 +1496,14 @@ mod tests {
             // 777, 1000 (f32, halves), 1001: row by row
             for cols in (1..=70).chain([128, 192, 256, 512, 777, 1000, 1001]) {
                 let plans = plans::<T::Acc>(cols, scaled, offset, unfolded);
-                let plan = ColPlan::new(&plans);
+                let plan = ColPlan::new::<T>(&plans);
                 let cyclic = ColPlan::with(&plans, false);
-                // the last three go row by row where they are not whole vectors
+                // the last three go row by row in the half types where they are not whole
+                // vectors; f32 and f64 are checked that way too (`by_row`)
                 let odd = !cols.is_multiple_of(T::Acc::LANES);
-                assert_eq!(plan.by_rows, cols > 512 && odd, "cols {cols}");
+                let half = size_of::<T>() == 2;
+                assert_eq!(plan.by_rows, cols > 512 && odd && half, "cols {cols}");
+                let by_row = ColPlan::with(&plans, cols > 512 && odd);
                 // runs of several periods, and at least 3 rows
                 let rows = (1536 / cols).max(3) + 1;
                 let len = rows * cols;
@@ -1509,6 +1515,8 @@ mod tests {
                     let mut b = a.clone();
                     plan.normalize(&src, &mut a[off..]);
                     cyclic.normalize_cyclic(&src, &mut b[off..]);
+                    let mut r = a.clone();
+                    by_row.normalize(&src, &mut r[off..]);
                     let bits = |v: &[T]| {
                         v.iter()
                             .map(|x| x.to_acc().to_f64().to_bits())
@@ -1520,6 +1528,7 @@ mod tests {
                         "cols {cols} off {off} period {}",
                         plan.period
                     );
+                    assert_eq!(bits(&r), bits(&b), "cols {cols} off {off} by row");
                     for (k, y) in b[off..].iter().enumerate() {
                         let p = &plans[k % cols];
                         let x = src[k].to_acc().to_f64();
