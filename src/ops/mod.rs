@@ -856,17 +856,23 @@ fn store_ends<T: Element>(dst: &mut [T], [head, tail]: [Option<V<T>>; 2]) {
 /// the aligned body over them with equal values. Rows shorter than a vector or of different
 /// alignments go one by one through [`map_row`].
 #[inline(always)]
-pub(crate) fn map_rows<T: Element, const R: usize, const E: usize>(
+pub(crate) fn map_rows<T: Element, U: Element<Acc = T::Acc>, const R: usize, const E: usize>(
     src: [&[T]; R],
     mut dst: [&mut [T]; R],
-    ex: [&[T]; E],
+    ex: [&[U]; E],
     f: impl Fn(usize, V<T>, [V<T>; E]) -> V<T>,
 ) {
     let (n, lanes) = (dst[0].len(), T::Acc::LANES);
     let h = head_len(dst[0]);
     if n < lanes || dst.iter().any(|d| d.len() != n || head_len(d) != h) {
         for (r, d) in dst.into_iter().enumerate() {
-            map_row(Some(src[r]), d, ex, |v, e, _, _| f(r, v, e));
+            map_row_grouped::<T, U, 1, E>(
+                Some(src[r]),
+                d,
+                ex,
+                |v, e, _, _| f(r, v, e),
+                |v, e, _, _| f(r, v, e),
+            );
         }
         return;
     }
@@ -896,11 +902,11 @@ pub(crate) fn map_rows<T: Element, const R: usize, const E: usize>(
         .each_mut()
         .map(|d| &mut T::as_chunks_mut(&mut d[h..end]).0[..k]);
     let sc = each(src, |s| &T::as_chunks(&s[h..end]).0[..k]);
-    let exc = each(ex, |e| &T::as_chunks(&e[h..end]).0[..k]);
+    let exc = each(ex, |e| &U::as_chunks(&e[h..end]).0[..k]);
     for i in 0..k {
         let mut e = [V::<T>::ZERO; E];
         for (v, c) in e.iter_mut().zip(&exc) {
-            *v = T::load(&c[i]);
+            *v = U::load(&c[i]);
         }
         for r in 0..R {
             T::store(f(r, T::load(&sc[r][i]), e), &mut dc[r][i]);
@@ -928,7 +934,7 @@ fn rows_map<T: Element, const R: usize, const E: usize, A: Along>(
         }
     } else {
         let src = src.map(|s| s.expect("rows taken together are read from a source"));
-        map_rows(src, dst, ex, f);
+        map_rows::<T, T, R, E>(src, dst, ex, f);
     }
     along.run(&mut ())
 }
@@ -1155,8 +1161,10 @@ fn scaled_or_not<
 ///   (N, 512) and (N, 1024) eval: 83 → 105 %, 66 → 88 % of copy against the blocks.
 ///   From C ≈ 2048 f32 the plan arrays no longer fit L1 beside the rows (as LayerNorm's
 ///   weight and bias): (4096, 4096) eval 65 % of copy, either way;
-/// * half-precision rows of at least 48 vectors that are not a whole number of vectors
-///   (period 2 to 16 rows): row by row, the fields one row long ([`ColPlan::by_rows`]).
+/// * rows whose fields fill L1 beside the rows, and half-precision rows of at least 48
+///   vectors that are not a whole number of vectors (period 2 to 16 rows): row by row, the
+///   fields one row long, two rows at a time where they are whole vectors
+///   ([`ColPlan::by_rows`]).
 pub(crate) struct ColPlan<A> {
     /// Scales (empty when every column's is 1).
     s: Vec<A>,
@@ -1174,9 +1182,9 @@ pub(crate) struct ColPlan<A> {
     offset: bool,
     /// Vectors after which the plans repeat.
     period: usize,
-    /// Whether runs go row by row, the fields holding one value per column (see
-    /// [`ColPlan::by_rows`]).
-    by_rows: bool,
+    /// Rows per step where runs go row by row, the fields holding one value per column;
+    /// 0 where they do not (see [`ColPlan::by_rows`]).
+    by_rows: usize,
     /// Columns (C): runs start on a multiple of it.
     pub(crate) cols: usize,
 }
@@ -1190,27 +1198,39 @@ impl<A: Float> ColPlan<A> {
         Self::with(plans, Self::by_rows::<T>(plans.len()))
     }
 
-    /// Whether rows of `cols` values of `T` go one by one, each a [`map_row_grouped`] with
-    /// the plan fields as extra slices: half-precision rows of at least [`ROWS_MIN_VECTORS`]
-    /// vectors that are not a whole number of vectors, whose period (`lcm(C, LANES)` values:
-    /// 2 to 16 rows) would make the fields 2 to 16 times longer than a row. Paired criterion
-    /// A/B (`paired/bn_eval_odd`, (16384, 1000) eval, % of copy, two runs each, 1 / 2
-    /// threads): bf16 55–56 → 73–77 / 98–101 → 104–132, f16 56–58 → 84–92 / 102–103 →
-    /// 139–142; f32 73–76 → 70–73 / 129–136 → 109–124, so f32 and f64 keep the wrapping
-    /// offset. Rows of 520 (32.5 vectors) measured slower row by row (f32 81 → 65 %, probe):
-    /// the per-row set-up.
-    fn by_rows<T: Element<Acc = A>>(cols: usize) -> bool {
+    /// Rows per step where rows of `cols` values of `T` go row by row, each row (pair of
+    /// rows) a [`map_row_grouped`] ([`map_rows`]) with the plan fields as extra slices; 0
+    /// where they take the wrapping offset. A/B, 1 thread, % of copy:
+    /// * two at a time, sharing the fields' loads, where a row is a whole number of vectors
+    ///   and a field takes a quarter of [`tuning::L1_BYTES`] (f32 from C = 2048): the three
+    ///   eval fields and the rows' streams no longer fit L1 together. (4096, 4096) eval f32
+    ///   58–59 → 68–75 %, bf16 43–44 → 52–58 %, f16 43–45 → 55–64 %; (8192, 2048) f32 62–63
+    ///   → 64–68 %, bf16 45–51 → 49–57 %, f16 49–54 → 55–61 % (probe, two runs each). Rows of
+    ///   1024 and 768 were much slower that way (f32 84 → 57–62 %, bf16 78 → 39–41 %);
+    /// * one at a time, the half types' rows of at least [`ROWS_MIN_VECTORS`] vectors that
+    ///   are not a whole number of vectors, whose period (2 to 16 rows) would make the fields
+    ///   2 to 16 times longer than a row. Paired criterion (`paired/bn_eval_odd`, (16384,
+    ///   1000) eval, two runs each, 1 / 2 threads): bf16 55–56 → 73–77 / 98–101 → 104–132 %,
+    ///   f16 56–58 → 84–92 / 102–103 → 139–142 %; f32 73–76 → 70–73 / 129–136 → 109–124 %, so
+    ///   f32 and f64 keep the wrapping offset there. Rows of 520 (32.5 vectors) were slower
+    ///   row by row (f32 81 → 65 %, probe): the per-row set-up.
+    fn by_rows<T: Element<Acc = A>>(cols: usize) -> usize {
+        let lanes = A::LANES;
         let half = size_of::<T>() < size_of::<A>();
-        half && cols >= ROWS_MIN_VECTORS * A::LANES && !cols.is_multiple_of(A::LANES)
+        if cols.is_multiple_of(lanes) {
+            usize::from(cols * size_of::<A>() >= tuning::L1_BYTES / 4) * 2
+        } else {
+            usize::from(half && cols >= ROWS_MIN_VECTORS * lanes)
+        }
     }
 
-    /// [`ColPlan::new`], row by row or not as `by_rows` says.
-    fn with(plans: &[Plan<A>], by_rows: bool) -> Self {
+    /// [`ColPlan::new`], `by_rows` rows at a time (0: not row by row).
+    fn with(plans: &[Plan<A>], by_rows: usize) -> Self {
         let (cols, lanes) = (plans.len(), A::LANES);
         let period = cols / gcd(cols, lanes);
         // row by row: one value per column; else the aligned body starts up to a vector
         // into the period, and the fixed-offset groups of a period of 8 span two periods
-        let len = if by_rows {
+        let len = if by_rows > 0 {
             cols
         } else {
             (period.max(FIXED_GROUP) + 1) * lanes
@@ -1255,7 +1275,7 @@ impl<A: Float> ColPlan<A> {
             3 => self.variant::<T, 3, REGS>(src, dst),
             4 => self.variant::<T, 4, REGS>(src, dst),
             8 | 16 => self.variant::<T, FIXED_GROUP, FIXED>(src, dst),
-            _ if self.by_rows => self.variant::<T, 1, ROWS>(src, dst),
+            _ if self.by_rows > 0 => self.variant::<T, 1, ROWS>(src, dst),
             _ => self.variant::<T, 1, CYCLIC>(src, dst),
         }
     }
@@ -1345,8 +1365,18 @@ impl<A: Float> ColPlan<A> {
                 let f = |x: A::V, e: [A::V; 6], _: usize, _: usize| {
                     col_plan::<A::V, SCALED, OFFSET, U>(x, |f| e[f])
                 };
-                for (x, y) in src.chunks(cols).zip(dst.chunks_mut(cols)) {
-                    map_row_grouped::<T, A, 1, 6>(Some(x), y, ex, f, f);
+                let step = self.by_rows * cols;
+                for (x, y) in src.chunks(step).zip(dst.chunks_mut(step)) {
+                    if y.len() == 2 * cols {
+                        let (x0, x1) = x.split_at(cols);
+                        let (y0, y1) = y.split_at_mut(cols);
+                        let g = |_, v, e| f(v, e, 0, 0);
+                        map_rows::<T, A, 2, 6>([x0, x1], [y0, y1], ex, g);
+                    } else {
+                        for (x, y) in x.chunks(cols).zip(y.chunks_mut(cols)) {
+                            map_row_grouped::<T, A, 1, 6>(Some(x), y, ex, f, f);
+                        }
+                    }
                 }
             }
             _ => {
@@ -1493,17 +1523,25 @@ mod tests {
         ] {
             // to 70 every period to 70; 128 and 256 (f32, halves) and 64, 128 (f64): periods
             // of 8 and 16 vectors, the plans at fixed offsets; 512: beyond them
-            // 777, 1000 (f32, halves), 1001: row by row
-            for cols in (1..=70).chain([128, 192, 256, 512, 777, 1000, 1001]) {
+            // 777, 1000 (f32, halves), 1001: the halves row by row; 2048 (f64: and 1024):
+            // two rows at a time
+            for cols in (1..=70).chain([128, 192, 256, 512, 777, 1000, 1001, 1024, 2048]) {
                 let plans = plans::<T::Acc>(cols, scaled, offset, unfolded);
                 let plan = ColPlan::new::<T>(&plans);
-                let cyclic = ColPlan::with(&plans, false);
-                // the last three go row by row in the half types where they are not whole
-                // vectors; f32 and f64 are checked that way too (`by_row`)
+                let cyclic = ColPlan::with(&plans, 0);
+                // which way `new` takes; every type is also checked row by row (`by_row`: two
+                // rows at a time where they are whole vectors)
                 let odd = !cols.is_multiple_of(T::Acc::LANES);
                 let half = size_of::<T>() == 2;
-                assert_eq!(plan.by_rows, cols > 512 && odd && half, "cols {cols}");
-                let by_row = ColPlan::with(&plans, cols > 512 && odd);
+                let pairs = cols * size_of::<T::Acc>() >= 8192;
+                let want = if odd {
+                    usize::from(half && cols > 512)
+                } else {
+                    2 * usize::from(pairs)
+                };
+                assert_eq!(plan.by_rows, want, "cols {cols}");
+                // (row by row needs a period past 16 vectors: the fields are one row long)
+                let by_row = (cols >= 512).then(|| ColPlan::with(&plans, if odd { 1 } else { 2 }));
                 // runs of several periods, and at least 3 rows
                 let rows = (1536 / cols).max(3) + 1;
                 let len = rows * cols;
@@ -1515,8 +1553,10 @@ mod tests {
                     let mut b = a.clone();
                     plan.normalize(&src, &mut a[off..]);
                     cyclic.normalize_cyclic(&src, &mut b[off..]);
-                    let mut r = a.clone();
-                    by_row.normalize(&src, &mut r[off..]);
+                    let mut r = vec![T::from_acc(T::Acc::ZERO); len + off];
+                    if let Some(p) = &by_row {
+                        p.normalize(&src, &mut r[off..]);
+                    }
                     let bits = |v: &[T]| {
                         v.iter()
                             .map(|x| x.to_acc().to_f64().to_bits())
@@ -1528,7 +1568,9 @@ mod tests {
                         "cols {cols} off {off} period {}",
                         plan.period
                     );
-                    assert_eq!(bits(&r), bits(&b), "cols {cols} off {off} by row");
+                    if by_row.is_some() {
+                        assert_eq!(bits(&r), bits(&b), "cols {cols} off {off} by row");
+                    }
                     for (k, y) in b[off..].iter().enumerate() {
                         let p = &plans[k % cols];
                         let x = src[k].to_acc().to_f64();
