@@ -137,11 +137,6 @@ fn all_ln<T: Element>(x: &[T], n: usize, w: &[T], b: &[T], eps: f64, what: &str)
     ln.forward(x, &mut y2).unwrap();
     let mut y3 = x.to_vec();
     ln.forward_in_place(&mut y3).unwrap();
-    let bits = |v: &[T]| {
-        v.iter()
-            .map(|t| t.to_acc().to_f64().to_bits())
-            .collect::<Vec<_>>()
-    };
     assert_eq!(bits(&y2), bits(&y), "{what}: forward vs forward_with_stats");
     assert_eq!(bits(&y3), bits(&y), "{what}: forward_in_place vs forward");
     // forward_add with residual = x and x = 0 must equal forward, and leave residual = x + 0
@@ -181,11 +176,6 @@ fn all_rms<T: Element>(x: &[T], n: usize, w: &[T], eps: Option<f64>, what: &str)
     );
     let mut y3 = x.to_vec();
     rms.forward_in_place(&mut y3).unwrap();
-    let bits = |v: &[T]| {
-        v.iter()
-            .map(|t| t.to_acc().to_f64().to_bits())
-            .collect::<Vec<_>>()
-    };
     assert_eq!(bits(&y3), bits(&y), "{what}: in place");
 }
 
@@ -677,11 +667,6 @@ fn paired_rows_match_single_rows_bitwise() {
         x[n + 5] = T::from_acc(T::Acc::from_f64(f64::NAN));
         let w = gaussian::<T>(&mut rng, n, 1.0, 0.5);
         let b = gaussian::<T>(&mut rng, n, 0.0, 1.0);
-        let bits = |v: &[T]| {
-            v.iter()
-                .map(|t| t.to_acc().to_f64().to_bits())
-                .collect::<Vec<_>>()
-        };
         let zero = T::from_acc(T::Acc::from_f64(0.0));
         let mut ybuf = vec![zero; rows * n + 16];
         let mut one = vec![zero; n];
@@ -787,11 +772,6 @@ fn rows_with_the_next_rows_stats_alongside_match_single_rows_bitwise() {
         let rows = kinds.len();
         let w = gaussian::<T>(&mut rng, n, 1.0, 0.5);
         let b = gaussian::<T>(&mut rng, n, 0.0, 1.0);
-        let bits = |v: &[T]| {
-            v.iter()
-                .map(|t| t.to_acc().to_f64().to_bits())
-                .collect::<Vec<_>>()
-        };
         let zero = from_f64::<T>(0.0);
         let (mut y, mut one) = (vec![zero; rows * n], vec![zero; n]);
         let a0 = T::Acc::from_f64(0.0);

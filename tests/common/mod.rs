@@ -126,6 +126,12 @@ pub fn gaussian<T: Element>(rng: &mut Rng, n: usize, mean: f64, sigma: f64) -> V
         .collect()
 }
 
+/// The bits of each value (widened to f64, which keeps them apart): for bit-for-bit
+/// comparisons of outputs.
+pub fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|t| t.to_acc().to_f64().to_bits()).collect()
+}
+
 /// Rounds an f64 to `T` (through the accumulator type; exact enough for test data).
 pub fn from_f64<T: Element>(v: f64) -> T {
     T::from_acc(T::Acc::from_f64(v))
