@@ -239,11 +239,7 @@ fn backward(c: &mut Criterion<BaselineUnits>) {
 /// against the same op in f32 on the same shape (issue 6: at most 1.3 × the f32 time).
 fn half(c: &mut Criterion<BaselineUnits>) {
     fn run<T: Element>(c: &mut Criterion<BaselineUnits>, dtype: &str) {
-        let conv = |v: &[f32]| -> Vec<T> {
-            v.iter()
-                .map(|&x| T::from_acc(T::Acc::from_f64(x as f64 - 1.0e4)))
-                .collect()
-        };
+        let conv = centred::<T>;
         for (rows, n) in [(128usize, 4096usize), (4096, 4096)] {
             let (xf, wf, bf) = (data(rows * n), data(n), data(n));
             let (x, w, b) = (conv(&xf), conv(&wf), conv(&bf));
@@ -306,17 +302,24 @@ fn half(c: &mut Criterion<BaselineUnits>) {
     run::<half::f16>(c, "f16");
 }
 
+/// `data`'s values less its 1e4 offset, stored as `T` (at 1e4 a half type's resolution would
+/// make every row constant).
+fn centred<T: Element>(v: &[f32]) -> Vec<T> {
+    v.iter()
+        .map(|&x| T::from_acc(T::Acc::from_f64(x as f64 - 1.0e4)))
+        .collect()
+}
+
 /// BatchNorm eval on `(N, C)` rows that are not a whole number of vectors (C = 1000: the
 /// column plans' period is two rows), f32 and the half types, against a copy.
 fn odd_channels(c: &mut Criterion<BaselineUnits>) {
     fn run<T: Element>(c: &mut Criterion<BaselineUnits>, dtype: &str) {
         let (n, ch) = (16384usize, 1000usize);
-        let conv = |v: Vec<f32>| -> Vec<T> {
-            v.iter()
-                .map(|&x| T::from_acc(T::Acc::from_f64(x as f64 - 1.0e4)))
-                .collect()
-        };
-        let (x, w, b) = (conv(data(n * ch)), conv(data(ch)), conv(data(ch)));
+        let (x, w, b) = (
+            centred::<T>(&data(n * ch)),
+            centred::<T>(&data(ch)),
+            centred::<T>(&data(ch)),
+        );
         let (rm, rv) = (vec![T::Acc::ZERO; ch], vec![T::Acc::from_f64(0.1); ch]);
         let (mut y, mut y2) = (x.clone(), x.clone());
         let bn_op = BatchNorm::new(ch).weight(&w).bias(&b);

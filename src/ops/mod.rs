@@ -866,13 +866,8 @@ pub(crate) fn map_rows<T: Element, U: Element<Acc = T::Acc>, const R: usize, con
     let h = head_len(dst[0]);
     if n < lanes || dst.iter().any(|d| d.len() != n || head_len(d) != h) {
         for (r, d) in dst.into_iter().enumerate() {
-            map_row_grouped::<T, U, 1, E>(
-                Some(src[r]),
-                d,
-                ex,
-                |v, e, _, _| f(r, v, e),
-                |v, e, _, _| f(r, v, e),
-            );
+            let g = |v, e, _, _| f(r, v, e);
+            map_row_grouped::<T, U, 1, E>(Some(src[r]), d, ex, g, g);
         }
         return;
     }
@@ -1270,12 +1265,13 @@ impl<A: Float> ColPlan<A> {
     /// Normalizes a run of whole rows `src` (starting at a row boundary) into `dst`.
     pub(crate) fn normalize<T: Element<Acc = A>>(&self, src: &[T], dst: &mut [T]) {
         match self.period {
+            // first: the fields are one row long, not a period
+            _ if self.by_rows > 0 => self.variant::<T, 1, ROWS>(src, dst),
             1 => self.variant::<T, 1, REGS>(src, dst),
             2 => self.variant::<T, 2, REGS>(src, dst),
             3 => self.variant::<T, 3, REGS>(src, dst),
             4 => self.variant::<T, 4, REGS>(src, dst),
             8 | 16 => self.variant::<T, FIXED_GROUP, FIXED>(src, dst),
-            _ if self.by_rows > 0 => self.variant::<T, 1, ROWS>(src, dst),
             _ => self.variant::<T, 1, CYCLIC>(src, dst),
         }
     }
@@ -1508,8 +1504,8 @@ mod tests {
     }
 
     /// The column plans held in registers (periods of 1 to 4 vectors), loaded from fixed
-    /// offsets (8 and 16) and row by row (long rows not a whole number of vectors) give bit
-    /// for bit the values of the wrapping-offset loop, for every
+    /// offsets (8 and 16) and row by row (one or two rows at a time, forced at every column
+    /// count) give bit for bit the values of the wrapping-offset loop, for every
     /// column count to 70 (periods 1 to 70) and wider ones, every start within a cache line,
     /// runs of several periods, every monomorphized variant; and the wrapping-offset loop
     /// gives the plan's formula.
@@ -1540,8 +1536,7 @@ mod tests {
                     2 * usize::from(pairs)
                 };
                 assert_eq!(plan.by_rows, want, "cols {cols}");
-                // (row by row needs a period past 16 vectors: the fields are one row long)
-                let by_row = (cols >= 512).then(|| ColPlan::with(&plans, if odd { 1 } else { 2 }));
+                let by_row = ColPlan::with(&plans, if odd { 1 } else { 2 });
                 // runs of several periods, and at least 3 rows
                 let rows = (1536 / cols).max(3) + 1;
                 let len = rows * cols;
@@ -1554,9 +1549,7 @@ mod tests {
                     plan.normalize(&src, &mut a[off..]);
                     cyclic.normalize_cyclic(&src, &mut b[off..]);
                     let mut r = vec![T::from_acc(T::Acc::ZERO); len + off];
-                    if let Some(p) = &by_row {
-                        p.normalize(&src, &mut r[off..]);
-                    }
+                    by_row.normalize(&src, &mut r[off..]);
                     let bits = |v: &[T]| {
                         v.iter()
                             .map(|x| x.to_acc().to_f64().to_bits())
@@ -1568,9 +1561,7 @@ mod tests {
                         "cols {cols} off {off} period {}",
                         plan.period
                     );
-                    if by_row.is_some() {
-                        assert_eq!(bits(&r), bits(&b), "cols {cols} off {off} by row");
-                    }
+                    assert_eq!(bits(&r), bits(&b), "cols {cols} off {off} by row");
                     for (k, y) in b[off..].iter().enumerate() {
                         let p = &plans[k % cols];
                         let x = src[k].to_acc().to_f64();
