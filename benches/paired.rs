@@ -310,11 +310,14 @@ fn centred<T: Element>(v: &[f32]) -> Vec<T> {
         .collect()
 }
 
-/// BatchNorm eval on `(N, C)` rows that are not a whole number of vectors (C = 1000: the
-/// column plans' period is two rows), f32 and the half types, against a copy.
-fn odd_channels(c: &mut Criterion<BaselineUnits>) {
-    fn run<T: Element>(c: &mut Criterion<BaselineUnits>, dtype: &str) {
-        let (n, ch) = (16384usize, 1000usize);
+/// BatchNorm eval on `(N, C)` inputs of each shape, stored as `T`, against a copy.
+fn bn_eval_nc<T: Element>(
+    c: &mut Criterion<BaselineUnits>,
+    family: &str,
+    dtype: &str,
+    shapes: &[(usize, usize)],
+) {
+    for &(n, ch) in shapes {
         let (x, w, b) = (
             centred::<T>(&data(n * ch)),
             centred::<T>(&data(ch)),
@@ -325,7 +328,7 @@ fn odd_channels(c: &mut Criterion<BaselineUnits>) {
         let bn_op = BatchNorm::new(ch).weight(&w).bias(&b);
         for t in threads() {
             let p = pool(t);
-            let name = format!("paired/bn_eval_odd/{dtype}/{n}x{ch}/threads{t}");
+            let name = format!("paired/{family}/{dtype}/{n}x{ch}/threads{t}");
             let mut g = group(c, name, x.len());
             let mut copy = || y2.copy_from_slice(black_box(&x));
             g.bench_function("batch_norm_eval", |bn| {
@@ -340,14 +343,28 @@ fn odd_channels(c: &mut Criterion<BaselineUnits>) {
             g.finish();
         }
     }
-    run::<f32>(c, "f32");
-    run::<half::bf16>(c, "bf16");
-    run::<half::f16>(c, "f16");
+}
+
+/// BatchNorm eval on `(N, C)` rows that are not a whole number of vectors (C = 1000: the
+/// column plans' period is two rows), f32 and the half types, against a copy.
+fn odd_channels(c: &mut Criterion<BaselineUnits>) {
+    let shapes = [(16384, 1000)];
+    bn_eval_nc::<f32>(c, "bn_eval_odd", "f32", &shapes);
+    bn_eval_nc::<half::bf16>(c, "bn_eval_odd", "bf16", &shapes);
+    bn_eval_nc::<half::f16>(c, "bn_eval_odd", "f16", &shapes);
+}
+
+/// BatchNorm eval on a few rows of many channels (BatchNorm1d at decode-sized batches),
+/// where computing the per-channel plans is most of the call: f32 and bf16, against a copy.
+fn small_batches(c: &mut Criterion<BaselineUnits>) {
+    let shapes = [(1, 4096), (8, 4096), (48, 1000)];
+    bn_eval_nc::<f32>(c, "bn_eval_small", "f32", &shapes);
+    bn_eval_nc::<half::bf16>(c, "bn_eval_small", "bf16", &shapes);
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(BaselineUnits);
-    targets = rows, channels, backward, half, odd_channels
+    targets = rows, channels, backward, half, odd_channels, small_batches
 }
 criterion_main!(benches);

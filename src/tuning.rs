@@ -95,3 +95,10 @@ pub const ALONG_MIN_RMS: usize = if cfg!(feature = "row-along") {
 } else {
     usize::MAX
 };
+
+/// BatchNorm eval over `Nc` / `Nhwc` inputs of fewer rows than this (and small enough to
+/// stay on the caller's thread) computes its per-column plans a block of columns at a time
+/// on the stack and applies each block down the rows (`ops::eval_by_blocks`): no
+/// allocation, and no O(C) plan arrays to build, which cost more than the rows themselves
+/// for a few rows of many channels.
+pub const EVAL_BLOCK_ROWS: usize = 64;

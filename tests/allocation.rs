@@ -5,13 +5,18 @@
 //! calls then run on that thread) and from outside any pool on inputs small enough to stay
 //! serial.
 //!
+//! BatchNorm eval allocates nothing either on inputs small enough to stay on the caller's
+//! thread: `Nchw` at any shape, `Nc` / `Nhwc` below 64 rows (`tuning::EVAL_BLOCK_ROWS`; its
+//! plans are then computed a block of channels at a time on the stack).
+//!
 //! The calls that do allocate, once per call or per block of input (never per row):
-//! BatchNorm (its per-channel plans and statistics, O(C)), `col_moments` (per-column states
-//! per leaf of rows), and the backward passes' dweight / dbias partials (fixed row blocks,
-//! merged in a fixed order for thread-count independence).
+//! BatchNorm training (its per-channel statistics and plans, O(C)) and eval on more rows or
+//! in parallel, `col_moments` (per-column states per leaf of rows), and the backward passes'
+//! dweight / dbias partials (fixed row blocks, merged in a fixed order for thread-count
+//! independence).
 
 use half::bf16;
-use simdnorm::{Element, Float, GroupNorm, LayerNorm, Moments, RmsNorm};
+use simdnorm::{BatchNorm, Element, Float, GroupNorm, LayerNorm, Moments, RmsNorm};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -97,6 +102,25 @@ fn check<T: Element>(rows: usize, n: usize) {
         let back = || rms.backward(&x, &x, &rstd, &mut dx, None).unwrap();
         none(name, allocs(back));
     }
+    let (rm, rv) = (
+        vec![T::Acc::from_f64(0.5); n],
+        vec![T::Acc::from_f64(2.0); n],
+    );
+    let bn = BatchNorm::new(n).weight(&w).bias(&w);
+    if rows < 64 {
+        let eval = || {
+            bn.forward_eval(&x, simdnorm::Layout::Nc { n: rows }, &rm, &rv, &mut y)
+                .unwrap()
+        };
+        none("BatchNorm eval (N, C)", allocs(eval));
+    }
+    let bn = BatchNorm::new(4).weight(&w[..4]).bias(&w[..4]);
+    let nchw = simdnorm::Layout::Nchw { n: rows, hw: n / 4 };
+    let eval = || {
+        bn.forward_eval(&x, nchw, &rm[..4], &rv[..4], &mut y)
+            .unwrap()
+    };
+    none("BatchNorm eval (N, C, HW)", allocs(eval));
     let gn = GroupNorm::new(2, 4).weight(&w[..4]).bias(&w[..4]);
     none(
         "GroupNorm",
@@ -133,7 +157,8 @@ fn check<T: Element>(rows: usize, n: usize) {
 }
 
 /// Shapes: a decode step (1 and 8 rows of 4096), rows that pair (wide rows, whole vectors),
-/// odd lengths (every tail path), narrow rows.
+/// odd lengths (every tail path), narrow rows. Every row length is a multiple of 4 (the
+/// channels of the `Nchw` BatchNorm call).
 const SHAPES: [(usize, usize); 6] = [
     (1, 4096),
     (8, 4096),
@@ -172,12 +197,19 @@ fn small_row_ops_allocate_nothing_outside_a_pool() {
 fn the_counter_sees_an_allocation() {
     let x = vec![1.0f32; 64];
     let w = vec![1.0f32; 8];
-    let bn = simdnorm::BatchNorm::new(8).weight(&w).bias(&w);
-    let mut y = vec![0.0f32; 64];
+    let bn = BatchNorm::new(8).weight(&w).bias(&w);
+    let (mut y, mut mean, mut invstd) = (vec![0.0f32; 64], [0.0f32; 8], [0.0f32; 8]);
     let a = allocs(|| {
-        bn.forward_eval(&x, simdnorm::Layout::Nc { n: 8 }, &w, &w, &mut y)
-            .unwrap()
+        bn.forward_train(
+            &x,
+            simdnorm::Layout::Nc { n: 8 },
+            &mut y,
+            None,
+            &mut mean,
+            &mut invstd,
+        )
+        .unwrap()
     });
-    assert!(a > 0, "BatchNorm's plans were not counted");
+    assert!(a > 0, "BatchNorm training's statistics were not counted");
     assert!(allocs(|| drop(std::hint::black_box(vec![0u8; 16]))) == 1);
 }

@@ -18,7 +18,9 @@
 use super::backward::{
     Center, Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums,
 };
-use super::{ColPlan, Plan, RowsMut, Stats, check_channels, check_param, normalize_row};
+use super::{
+    ColPlan, EvalParams, Plan, RowsMut, Stats, check_channels, check_param, normalize_row,
+};
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
 use crate::moments::{channels_shifted, col_shifted};
@@ -402,20 +404,36 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         self.check(x.len(), y.len(), n, hw)?;
         check_len("running_mean", self.channels, running_mean.len())?;
         check_len("running_var", self.channels, running_var.len())?;
-        let plans: Vec<Plan<T::Acc>> = (0..self.channels)
-            .map(|c| {
-                let (w, b) = self.affine(c);
-                Plan::eval(running_mean[c], running_var[c], self.eps).affine(w, b)
-            })
-            .collect();
+        let c = self.channels;
+        let params = EvalParams {
+            mean: running_mean,
+            var: running_var,
+            weight: self.weight,
+            bias: self.bias,
+            eps: self.eps,
+        };
+        // small inputs (on this thread): the plans a block of channels at a time, on the stack
+        let serial = !par::worth_parallel(x.len());
         match layout {
+            Layout::Nchw { .. } if hw > 1 && serial => params.blocks(|block, c0| {
+                let seg = c0 * hw..(c0 + block.len()) * hw;
+                for (x, y) in x.chunks(c * hw).zip(y.chunks_mut(c * hw)) {
+                    let (x, y) = (x[seg.clone()].chunks(hw), y[seg.clone()].chunks_mut(hw));
+                    for (j, (x, y)) in x.zip(y).enumerate() {
+                        normalize_row(Some(x), y, None, None, block.plan(j));
+                    }
+                }
+            }),
             Layout::Nchw { .. } if hw > 1 => {
-                let c = self.channels;
+                let plans: Vec<Plan<T::Acc>> = (0..c).map(|j| params.plan(j)).collect();
                 RowsMut::<T, T::Acc>::new(hw, y, None, None, None).run(|j, r| {
                     normalize_row(Some(&x[j * hw..][..hw]), r.y, None, None, plans[j % c]);
                 });
             }
-            _ => self.rows_normalize(x, y, &ColPlan::new::<T>(&plans)),
+            _ if serial && x.len() / c < tuning::EVAL_BLOCK_ROWS => {
+                params.blocks(|block, c0| block.normalize(x, y, c, c0));
+            }
+            _ => self.rows_normalize(x, y, &params.col_plan()),
         }
         Ok(())
     }

@@ -60,13 +60,11 @@ impl<A: Float> Plan<A> {
     /// `a = 1/sqrt(var + eps)` from f64 (0 when `var + eps == 0` or the variance is +∞, NaN
     /// when negative or NaN, as in PyTorch).
     pub(crate) fn eval(mean: A, var: A, eps: f64) -> Self {
-        let d = var.to_f64() + eps;
-        let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
         Self {
             s: A::ONE,
             ps: mean,
             m: A::ZERO,
-            a: A::from_f64(at_most_max::<A>(a)),
+            a: eval_rstd(var, eps),
             c: A::ZERO,
             w: A::ONE,
         }
@@ -83,16 +81,8 @@ impl<A: Float> Plan<A> {
         let Some(w) = w else {
             return Self { c, ..self };
         };
-        let max = A::MAX.to_f64();
-        let aw = (self.a.to_f64() * w.to_f64()).clamp(-max, max);
-        if aw != 0.0 && aw.abs() < A::MIN_POSITIVE.to_f64() {
-            return Self { c, w, ..self };
-        }
-        Self {
-            a: A::from_f64(aw),
-            c,
-            ..self
-        }
+        let (a, w) = fold_weight(self.a, w);
+        Self { a, c, w, ..self }
     }
 
     /// Whether the plan applies a separate weight (see [`Plan::affine`]).
@@ -119,6 +109,28 @@ impl<A: Float> Plan<A> {
             w: A::ONE,
         };
         (plan, A::from_f64(a * u))
+    }
+}
+
+/// BatchNorm eval's `1/sqrt(var + eps)` ([`Plan::eval`]): from f64, rounded once; 0 when
+/// `var + eps == 0` or the variance is +∞, NaN when negative or NaN.
+#[inline(always)]
+fn eval_rstd<A: Float>(var: A, eps: f64) -> A {
+    let d = var.to_f64() + eps;
+    let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
+    A::from_f64(at_most_max::<A>(a))
+}
+
+/// A weight folded into the plan's `a` ([`Plan::affine`]): `(a·w, 1)`, the product from f64
+/// rounded once and clamped to ±`A::MAX`, or `(a, w)` where `a·w` would be subnormal.
+#[inline(always)]
+fn fold_weight<A: Float>(a: A, w: A) -> (A, A) {
+    let max = A::MAX.to_f64();
+    let aw = (a.to_f64() * w.to_f64()).clamp(-max, max);
+    if aw != 0.0 && aw.abs() < A::MIN_POSITIVE.to_f64() {
+        (a, w)
+    } else {
+        (A::from_f64(aw), A::ONE)
     }
 }
 
@@ -1221,23 +1233,10 @@ impl<A: Float> ColPlan<A> {
 
     /// [`ColPlan::new`], `by_rows` rows at a time (0: not row by row).
     fn with(plans: &[Plan<A>], by_rows: usize) -> Self {
-        let (cols, lanes) = (plans.len(), A::LANES);
-        let period = cols / gcd(cols, lanes);
-        // row by row: one value per column; else the aligned body starts up to a vector
-        // into the period, and the fixed-offset groups of a period of 8 span two periods
-        let len = if by_rows > 0 {
-            cols
-        } else {
-            (period.max(FIXED_GROUP) + 1) * lanes
-        };
-        // one row of values, then copies of it (memcpy, not an element-wise iterator: a
-        // 64-channel plan's 5 × 512 values cost microseconds that way, at every call)
-        let field = |f: fn(&Plan<A>) -> A| {
+        let len = Self::field_len(plans.len(), by_rows);
+        let field = |f: &dyn Fn(&Plan<A>) -> A| {
             let mut v: Vec<A> = Vec::with_capacity(len);
             v.extend(plans.iter().map(f));
-            while v.len() < len {
-                v.extend_from_within(..(len - v.len()).min(v.len()));
-            }
             v
         };
         let scaled = plans.iter().any(|p| p.s != A::ONE);
@@ -1246,17 +1245,100 @@ impl<A: Float> ColPlan<A> {
         // only the fields `segment`'s variant reads: eval plans need three of the six (all
         // six took 75 µs per 4096-channel call against 45 µs for three; normalizing two
         // rows takes 2 µs)
-        let field_if = |on: bool, f: fn(&Plan<A>) -> A| if on { field(f) } else { Vec::new() };
+        let field_if = |on: bool, f: &dyn Fn(&Plan<A>) -> A| if on { field(f) } else { Vec::new() };
+        // with a weight unfolded somewhere, every column takes `((x − ps) − m)·a)·w + b`:
+        // the folded ones as `(… · 1)·(a·w) + b`, bit for bit their `fma(…, a·w, b)`
+        let (a, w) = if unfolded {
+            let a = field(&|p| if p.unfolded() { p.a } else { A::ONE });
+            (a, field(&|p| if p.unfolded() { p.w } else { p.a }))
+        } else {
+            (field(&|p| p.a), Vec::new())
+        };
+        let fields = [
+            field_if(scaled, &|p| p.s),
+            field(&|p| -p.ps),
+            field_if(offset || scaled || unfolded, &|p| p.m),
+            a,
+            field(&|p| p.c),
+            w,
+        ];
+        Self::from_fields(fields, scaled, offset, by_rows)
+    }
+
+    /// BatchNorm eval's plans (`Plan::eval` and `Plan::affine` per column), computed by
+    /// [`eval_fields`] straight into the field arrays.
+    pub(crate) fn eval<T: Element<Acc = A>>(
+        mean: &[A],
+        var: &[A],
+        weight: Option<&[T]>,
+        bias: Option<&[T]>,
+        eps: f64,
+    ) -> Self {
+        Self::eval_with(mean, var, weight, bias, eps, Self::by_rows::<T>(mean.len()))
+    }
+
+    /// [`ColPlan::eval`], `by_rows` rows at a time (0: not row by row).
+    fn eval_with<T: Element<Acc = A>>(
+        mean: &[A],
+        var: &[A],
+        weight: Option<&[T]>,
+        bias: Option<&[T]>,
+        eps: f64,
+        by_rows: usize,
+    ) -> Self {
+        let cols = mean.len();
+        let len = Self::field_len(cols, by_rows);
+        let zeros = || {
+            let mut v = Vec::with_capacity(len);
+            v.resize(cols, A::ZERO);
+            v
+        };
+        let [mut nps, mut a, mut c, mut w] = [zeros(), zeros(), zeros(), zeros()];
+        let fields = [&mut nps[..], &mut a[..], &mut c[..], &mut w[..]];
+        let unfolded = eval_fields(fields, mean, var, weight, bias, eps);
+        let (m, w) = if unfolded {
+            (zeros(), w)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Self::from_fields([Vec::new(), nps, m, a, c, w], false, false, by_rows)
+    }
+
+    /// Values a field holds for `cols` columns: one row of them row by row (`by_rows > 0`);
+    /// else a period and a vector, as the aligned body starts up to a vector into the
+    /// period, and the fixed-offset groups of a period of 8 span two periods.
+    fn field_len(cols: usize, by_rows: usize) -> usize {
+        let lanes = A::LANES;
+        if by_rows > 0 {
+            cols
+        } else {
+            (cols / gcd(cols, lanes)).max(FIXED_GROUP) * lanes + lanes
+        }
+    }
+
+    /// From the fields' first row (scale, negated pilot, offset, rstd, bias, weight; empty
+    /// where the variant does not read it), each extended to [`ColPlan::field_len`].
+    fn from_fields(fields: [Vec<A>; 6], scaled: bool, offset: bool, by_rows: usize) -> Self {
+        let cols = fields[1].len();
+        let len = Self::field_len(cols, by_rows);
+        // copies of the row (memcpy, not an element-wise iterator: a 64-channel plan's
+        // 5 × 512 values cost microseconds that way, at every call)
+        let [s, nps, m, a, c, w] = fields.map(|mut v| {
+            while !v.is_empty() && v.len() < len {
+                v.extend_from_within(..(len - v.len()).min(v.len()));
+            }
+            v
+        });
         Self {
-            s: field_if(scaled, |p| p.s),
-            nps: field(|p| -p.ps),
-            m: field_if(offset || scaled || unfolded, |p| p.m),
-            a: field(|p| p.a),
-            c: field(|p| p.c),
-            w: field_if(unfolded, |p| p.w),
+            s,
+            nps,
+            m,
+            a,
+            c,
+            w,
             scaled,
             offset,
-            period,
+            period: cols / gcd(cols, A::LANES),
             by_rows,
             cols,
         }
@@ -1351,29 +1433,10 @@ impl<A: Float> ColPlan<A> {
                 })
             }
             ROWS => {
-                // row by row, the plan fields as extra slices of each row (an absent one
-                // stands in as `nps`: never read, so its loads are dropped)
                 let cols = self.cols;
-                let ex: [&[A]; 6] = std::array::from_fn(|f| {
-                    let f = if fields[f].is_empty() { 1 } else { f };
-                    &fields[f][..cols]
-                });
-                let f = |x: A::V, e: [A::V; 6], _: usize, _: usize| {
-                    col_plan::<A::V, SCALED, OFFSET, U>(x, |f| e[f])
-                };
-                let step = self.by_rows * cols;
-                for (x, y) in src.chunks(step).zip(dst.chunks_mut(step)) {
-                    if y.len() == 2 * cols {
-                        let (x0, x1) = x.split_at(cols);
-                        let (y0, y1) = y.split_at_mut(cols);
-                        let g = |_, v, e| f(v, e, 0, 0);
-                        map_rows::<T, A, 2, 6>([x0, x1], [y0, y1], ex, g);
-                    } else {
-                        for (x, y) in x.chunks(cols).zip(y.chunks_mut(cols)) {
-                            map_row_grouped::<T, A, 1, 6>(Some(x), y, ex, f, f);
-                        }
-                    }
-                }
+                let rows = src.chunks(cols).zip(dst.chunks_mut(cols));
+                let fields = fields.map(Vec::as_slice);
+                rows_by_fields::<T, A, SCALED, OFFSET, U>(rows, fields, self.by_rows == 2);
             }
             _ => {
                 // the body's vectors in order: the offset steps a vector and wraps
@@ -1392,6 +1455,203 @@ impl<A: Float> ColPlan<A> {
     #[cfg(test)]
     fn normalize_cyclic<T: Element<Acc = A>>(&self, src: &[T], dst: &mut [T]) {
         self.variant::<T, 1, CYCLIC>(src, dst)
+    }
+}
+
+/// `dst = plan_j(src)` for rows (or row segments) of one length, the plan fields one value
+/// per column (`fields`: scale, negated pilot, offset, rstd, bias, weight, each at least a
+/// row long, or empty where [`col_plan`] does not read it), one row at a time or two
+/// (`pairs`), the two rows then sharing the fields' loads ([`map_rows`]).
+#[inline(always)]
+fn rows_by_fields<
+    's,
+    T: Element<Acc = A>,
+    A: Float,
+    const SCALED: bool,
+    const OFFSET: bool,
+    const U: bool,
+>(
+    mut rows: impl Iterator<Item = (&'s [T], &'s mut [T])>,
+    fields: [&[A]; 6],
+    pairs: bool,
+) {
+    // an absent field stands in as `nps`: never read, so its loads are dropped
+    let ex: [&[A]; 6] = std::array::from_fn(|f| fields[if fields[f].is_empty() { 1 } else { f }]);
+    let f = |x: A::V, e: [A::V; 6], _: usize, _: usize| {
+        col_plan::<A::V, SCALED, OFFSET, U>(x, |f| e[f])
+    };
+    while let Some((x0, y0)) = rows.next() {
+        match pairs.then(|| rows.next()).flatten() {
+            Some((x1, y1)) => {
+                let g = |_, v, e| f(v, e, 0, 0);
+                map_rows::<T, A, 2, 6>([x0, x1], [y0, y1], ex, g);
+            }
+            None => map_row_grouped::<T, A, 1, 6>(Some(x0), y0, ex, f, f),
+        }
+    }
+}
+
+/// BatchNorm eval's plan fields of the columns of `mean` and `var` (negated pilot, rstd,
+/// bias, weight): per column the values of [`Plan::eval`] + [`Plan::affine`], in plain
+/// loops over the arrays, which the compiler vectorizes (the f64 square roots and
+/// divisions 8 at a time). Returns whether some weight stays unfolded; then every column's
+/// `(a, w)` is `(1, a·w)` or `(a, w)`, as [`ColPlan`]'s unfolded variant reads them.
+fn eval_fields<T: Element<Acc = A>, A: Float>(
+    [nps, a, c, w]: [&mut [A]; 4],
+    mean: &[A],
+    var: &[A],
+    weight: Option<&[T]>,
+    bias: Option<&[T]>,
+    eps: f64,
+) -> bool {
+    let n = mean.len();
+    debug_assert!([nps.len(), a.len(), c.len(), w.len(), var.len()] == [n; 5]);
+    for (p, &m) in nps.iter_mut().zip(mean) {
+        *p = -m;
+    }
+    for (a, &v) in a.iter_mut().zip(var) {
+        *a = eval_rstd(v, eps);
+    }
+    match bias {
+        Some(b) => {
+            for (c, b) in c.iter_mut().zip(b) {
+                *c = b.to_acc();
+            }
+        }
+        None => c.fill(A::ZERO),
+    }
+    let Some(weight) = weight else {
+        return false;
+    };
+    let mut unfolded = false;
+    for ((a, w), wt) in a.iter_mut().zip(w.iter_mut()).zip(weight) {
+        (*a, *w) = fold_weight(*a, wt.to_acc());
+        unfolded |= *w != A::ONE;
+    }
+    if unfolded {
+        for (a, w) in a.iter_mut().zip(w.iter_mut()) {
+            if *w == A::ONE {
+                (*a, *w) = (A::ONE, *a);
+            }
+        }
+    }
+    unfolded
+}
+
+/// Columns per block of [`EvalBlock`].
+const EVAL_BLOCK: usize = 512;
+
+/// What BatchNorm eval normalizes by: per channel, the running mean and variance, the
+/// weight and bias where given, and eps.
+#[derive(Clone, Copy)]
+pub(crate) struct EvalParams<'p, T: Element> {
+    pub(crate) mean: &'p [T::Acc],
+    pub(crate) var: &'p [T::Acc],
+    pub(crate) weight: Option<&'p [T]>,
+    pub(crate) bias: Option<&'p [T]>,
+    pub(crate) eps: f64,
+}
+
+impl<T: Element> EvalParams<'_, T> {
+    /// Every channel's plan fields in one [`ColPlan`] (O(C) allocations).
+    pub(crate) fn col_plan(&self) -> ColPlan<T::Acc> {
+        ColPlan::eval(self.mean, self.var, self.weight, self.bias, self.eps)
+    }
+
+    /// Channel `j`'s plan ([`Plan::eval`] + [`Plan::affine`]).
+    pub(crate) fn plan(&self, j: usize) -> Plan<T::Acc> {
+        let (w, b) = (
+            self.weight.map(|w| w[j].to_acc()),
+            self.bias.map(|b| b[j].to_acc()),
+        );
+        Plan::eval(self.mean[j], self.var[j], self.eps).affine(w, b)
+    }
+
+    /// `f(block, c0)` for the plans of channels `c0..` in blocks of [`EVAL_BLOCK`], each
+    /// computed on the stack ([`EvalBlock`]) when its turn comes: no allocation.
+    pub(crate) fn blocks(&self, mut f: impl FnMut(&EvalBlock<T::Acc>, usize)) {
+        let mut block = EvalBlock::<T::Acc>::new();
+        let cols = self.mean.len();
+        for c0 in (0..cols).step_by(EVAL_BLOCK) {
+            let r = c0..cols.min(c0 + EVAL_BLOCK);
+            let (mean, var) = (&self.mean[r.clone()], &self.var[r.clone()]);
+            let (w, b) = (self.weight.map(|w| &w[r.clone()]), self.bias.map(|b| &b[r]));
+            block.len = mean.len();
+            let n = block.len;
+            let fields = [
+                &mut block.nps[..n],
+                &mut block.a[..n],
+                &mut block.c[..n],
+                &mut block.w[..n],
+            ];
+            block.unfolded = eval_fields(fields, mean, var, w, b, self.eps);
+            f(&block, c0);
+        }
+    }
+}
+
+/// BatchNorm eval plans of up to [`EVAL_BLOCK`] consecutive channels, as the fields of
+/// [`rows_by_fields`] ([`eval_fields`]), on the stack ([`EvalParams::blocks`]).
+pub(crate) struct EvalBlock<A> {
+    nps: [A; EVAL_BLOCK],
+    a: [A; EVAL_BLOCK],
+    c: [A; EVAL_BLOCK],
+    w: [A; EVAL_BLOCK],
+    len: usize,
+    unfolded: bool,
+}
+
+impl<A: Float> EvalBlock<A> {
+    /// An empty block.
+    fn new() -> Self {
+        Self {
+            nps: [A::ZERO; EVAL_BLOCK],
+            a: [A::ZERO; EVAL_BLOCK],
+            c: [A::ZERO; EVAL_BLOCK],
+            w: [A::ONE; EVAL_BLOCK],
+            len: 0,
+            unfolded: false,
+        }
+    }
+
+    /// Channels in the block.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The plan of the block's channel `j`: the outputs of [`EvalParams::plan`]'s, bit for
+    /// bit (a folded weight may come as `(a, w) = (1, a·w)`, whose unfolded form
+    /// `((x − ps)·1)·(a·w) + b` is the folded `fma(x − ps, a·w, b)`).
+    pub(crate) fn plan(&self, j: usize) -> Plan<A> {
+        Plan {
+            s: A::ONE,
+            ps: -self.nps[j],
+            m: A::ZERO,
+            a: self.a[j],
+            c: self.c[j],
+            w: if self.unfolded { self.w[j] } else { A::ONE },
+        }
+    }
+
+    /// `dst = plan_j(src)` for rows of `cols` values, the block's channels `c0..` of each,
+    /// two rows at a time.
+    pub(crate) fn normalize<T: Element<Acc = A>>(
+        &self,
+        src: &[T],
+        dst: &mut [T],
+        cols: usize,
+        c0: usize,
+    ) {
+        let (n, none): (usize, &[A]) = (self.len, &[]);
+        let w: &[A] = if self.unfolded { &self.w[..n] } else { none };
+        let fields = [none, &self.nps[..n], none, &self.a[..n], &self.c[..n], w];
+        let rows = src.chunks(cols).zip(dst.chunks_mut(cols));
+        let rows = rows.map(|(x, y)| (&x[c0..c0 + n], &mut y[c0..c0 + n]));
+        if self.unfolded {
+            rows_by_fields::<T, A, false, false, true>(rows, fields, true);
+        } else {
+            rows_by_fields::<T, A, false, false, false>(rows, fields, true);
+        }
     }
 }
 
@@ -1550,11 +1810,6 @@ mod tests {
                     cyclic.normalize_cyclic(&src, &mut b[off..]);
                     let mut r = vec![T::from_acc(T::Acc::ZERO); len + off];
                     by_row.normalize(&src, &mut r[off..]);
-                    let bits = |v: &[T]| {
-                        v.iter()
-                            .map(|x| x.to_acc().to_f64().to_bits())
-                            .collect::<Vec<_>>()
-                    };
                     assert_eq!(
                         bits(&a),
                         bits(&b),
@@ -1587,6 +1842,124 @@ mod tests {
         }
     }
 
+    /// BatchNorm eval's plans computed a block at a time on the stack ([`EvalParams::blocks`],
+    /// applied down the rows by [`EvalBlock::normalize`] and per segment by
+    /// [`EvalBlock::plan`]) and all at once ([`ColPlan::eval`], every way of fetching them)
+    /// give bit for bit what each channel's own [`Plan::eval`] + [`Plan::affine`] gives:
+    /// across block boundaries, at every start within a cache line, with zero, negative,
+    /// NaN and infinite variances, eps 0, weights whose fold would be subnormal (their
+    /// block, or the whole `ColPlan`, then takes the unfolded form), huge weights, and
+    /// without weight or bias.
+    fn eval_plans_agree<T: Element>() {
+        type A<T> = <T as Element>::Acc;
+        let val = |k: usize| A::<T>::from_f64(((k * 37) % 101) as f64 * 0.25 - 9.0);
+        let tiny = A::<T>::MIN_POSITIVE.to_f64() * 0.5;
+        for (case, cols) in (1..=40)
+            .chain([511, 512, 513, 1000, 1025, 2048])
+            .enumerate()
+        {
+            let mean: Vec<A<T>> = (0..cols).map(|j| val(j * 7 + case)).collect();
+            let var: Vec<A<T>> = (0..cols)
+                .map(|j| match (j + case) % 23 {
+                    0 => A::<T>::ZERO,
+                    1 => A::<T>::from_f64(-1.0),
+                    2 => A::<T>::NAN,
+                    3 => A::<T>::from_f64(f64::INFINITY),
+                    k => A::<T>::from_f64(k as f64 * 0.37),
+                })
+                .collect();
+            let weight: Vec<T> = (0..cols)
+                .map(|j| {
+                    let w = match (j + 3 * case) % 29 {
+                        // 1/sqrt(var + eps) is 0.2 to 10 here: a·w subnormal, or huge
+                        0 if case % 3 > 0 => tiny,
+                        1 => 1e30,
+                        k => k as f64 * 0.11 - 1.5,
+                    };
+                    T::from_acc(A::<T>::from_f64(w))
+                })
+                .collect();
+            let bias: Vec<T> = (0..cols).map(|j| T::from_acc(val(j * 5 + 1))).collect();
+            let (w, b) = (Some(&weight[..]), Some(&bias[..]));
+            for (weight, bias, eps) in [
+                (w, b, 1e-5),
+                (w, None, 0.0),
+                (None, b, 0.0),
+                (None, None, 1e-3),
+            ] {
+                let params = EvalParams::<T> {
+                    mean: &mean,
+                    var: &var,
+                    weight,
+                    bias,
+                    eps,
+                };
+                let rows = 5;
+                let src: Vec<T> = (0..rows * cols).map(|k| T::from_acc(val(k))).collect();
+                // each value through its channel's own plan, in the vector arithmetic
+                let want: Vec<T> = src
+                    .iter()
+                    .enumerate()
+                    .map(|(k, x)| {
+                        let p = params.plan(k % cols);
+                        let at = |f: usize| {
+                            <A<T> as Float>::V::splat([p.s, -p.ps, p.m, p.a, p.c, p.w][f])
+                        };
+                        let v = <A<T> as Float>::V::splat(x.to_acc());
+                        let y = if p.unfolded() {
+                            col_plan::<_, false, false, true>(v, at)
+                        } else {
+                            col_plan::<_, false, false, false>(v, at)
+                        };
+                        T::from_acc(y.to_array().as_ref()[0])
+                    })
+                    .collect();
+                let what =
+                    |how: &str, off: usize| format!("{how}: cols {cols} off {off} eps {eps}");
+                for off in (0..64 / size_of::<T>()).step_by(5) {
+                    let fresh = || vec![T::from_acc(A::<T>::ZERO); rows * cols + off];
+                    let mut y = fresh();
+                    params.blocks(|block, c0| block.normalize(&src, &mut y[off..], cols, c0));
+                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("blocks", off));
+                    let mut y = fresh();
+                    params.blocks(|block, c0| {
+                        for (x, y) in src.chunks(cols).zip(y[off..].chunks_mut(cols)) {
+                            let segs = x[c0..].iter().zip(&mut y[c0..]).take(block.len());
+                            for (j, (x, y)) in segs.enumerate() {
+                                let one = std::slice::from_mut(y);
+                                normalize_row(Some(&[*x]), one, None, None, block.plan(j));
+                            }
+                        }
+                    });
+                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("block plans", off));
+                    let mut y = fresh();
+                    params.col_plan().normalize(&src, &mut y[off..]);
+                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("ColPlan", off));
+                    // every way: periodic fields, one or two rows at a time
+                    let pairs = cols.is_multiple_of(A::<T>::LANES);
+                    for by_rows in [0, 1, if pairs { 2 } else { 1 }] {
+                        let (mean, var) = (&mean[..], &var[..]);
+                        let plan = ColPlan::eval_with(mean, var, weight, bias, eps, by_rows);
+                        let mut y = fresh();
+                        plan.normalize(&src, &mut y[off..]);
+                        let how = format!("by_rows {by_rows}");
+                        assert_eq!(bits(&y[off..]), bits(&want), "{}", what(&how, off));
+                        if by_rows == 0 {
+                            let mut y = fresh();
+                            plan.normalize_cyclic(&src, &mut y[off..]);
+                            assert_eq!(bits(&y[off..]), bits(&want), "{}", what("cyclic", off));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The values' bits (NaN payloads included), for bit-for-bit comparisons.
+    fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.to_acc().to_f64().to_bits()).collect()
+    }
+
     /// Runs a generic check for every element type.
     macro_rules! for_every_element {
         ($check:ident) => {
@@ -1607,5 +1980,10 @@ mod tests {
     #[test]
     fn map_row_covers_every_value_at_every_offset() {
         for_every_element!(map_row_covers);
+    }
+
+    #[test]
+    fn batch_norm_eval_plans_by_blocks_and_all_at_once_match_each_channels_plan() {
+        for_every_element!(eval_plans_agree);
     }
 }
