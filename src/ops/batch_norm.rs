@@ -13,7 +13,11 @@
 //!                                            twice: a channel at a time read its strided
 //!                                            segments at half the bandwidth)
 //! ```
-//! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel.
+//! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel. Its
+//! plans come from `ops::EvalParams`: a block of 512 channels at a time on the stack for
+//! inputs that stay on the caller's thread (`Nchw`; `Nc` / `Nhwc` below
+//! `tuning::EVAL_BLOCK_ROWS` rows, each block then applied down the rows), else a `ColPlan`
+//! of all channels.
 
 use super::backward::{
     Center, Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums,
@@ -373,7 +377,10 @@ impl<'a, T: Element> BatchNorm<'a, T> {
     }
 
     /// Normalizes `x` with given (running) statistics: `y = (x − mean)/sqrt(var + eps)·w + b`,
-    /// one streaming pass. A channel with `var + eps == 0` or an infinite variance normalizes
+    /// one streaming pass. Inputs small enough to stay on the caller's thread (`Nchw` at any
+    /// shape, `Nc` / `Nhwc` below 64 rows) allocate nothing: their per-channel plans are
+    /// computed a block of channels at a time on the stack; larger ones allocate O(channels).
+    /// A channel with `var + eps == 0` or an infinite variance normalizes
     /// to 0 (outputs `b`, where `x − mean` is finite); one with a NaN mean or a NaN or
     /// negative `var + eps` outputs NaN, as PyTorch's `1/sqrt(var + eps)` does.
     ///
