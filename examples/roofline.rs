@@ -311,6 +311,8 @@ fn main() {
             ("(65536, 256)", Layout::Nc { n: 65536 }, 256),
             ("(32, 64, 56, 56)", Layout::Nchw { n: 32, hw: 3136 }, 64),
             ("(32, 56·56, 64)", Layout::Nhwc { n: 32, hw: 3136 }, 64),
+            // BatchNorm1d at a decode-sized batch: the per-channel plans weigh most
+            ("(8, 4096)", Layout::Nc { n: 8 }, 4096),
         ]
     };
     for &(shape, layout, c) in shapes {
