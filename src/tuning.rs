@@ -102,3 +102,10 @@ pub const ALONG_MIN_RMS: usize = if cfg!(feature = "row-along") {
 /// allocation, and no O(C) plan arrays to build, which cost more than the rows themselves
 /// for a few rows of many channels.
 pub const EVAL_BLOCK_ROWS: usize = 64;
+
+/// BatchNorm eval over `Nchw` inputs normalizes each `(n, c)` segment of at least this many
+/// values on its own; shorter segments (BatchNorm1d on `(N, C, L)` with short `L`, small
+/// feature maps) are taken as `N` rows of `C·HW` columns, each channel's plan repeated over
+/// its `HW` columns (`ops::ColPlan`, `ops::EvalParams::blocks`), since per-segment set-up
+/// outweighs segments of a few vectors.
+pub const SEGMENT_MIN_HW: usize = 64;

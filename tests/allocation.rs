@@ -6,8 +6,10 @@
 //! serial.
 //!
 //! BatchNorm eval allocates nothing either on inputs small enough to stay on the caller's
-//! thread: `Nchw` at any shape, `Nc` / `Nhwc` below 64 rows (`tuning::EVAL_BLOCK_ROWS`; its
-//! plans are then computed a block of channels at a time on the stack).
+//! thread that have fewer than 64 rows (`tuning::EVAL_BLOCK_ROWS`: `N` for `Nc` and for
+//! `Nchw` with segments shorter than `tuning::SEGMENT_MIN_HW`, `N·HW` for `Nhwc`) or
+//! `Nchw` segments of at least that many values: its plans are then computed a block of
+//! channels at a time on the stack.
 //!
 //! The calls that do allocate, once per call or per block of input (never per row):
 //! BatchNorm training (its per-channel statistics and plans, O(C)) and eval on more rows or

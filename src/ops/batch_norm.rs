@@ -13,11 +13,13 @@
 //!                                            twice: a channel at a time read its strided
 //!                                            segments at half the bandwidth)
 //! ```
-//! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel. Its
-//! plans come from `ops::EvalParams`: a block of 512 channels at a time on the stack for
-//! inputs that stay on the caller's thread (`Nchw`; `Nc` / `Nhwc` below
-//! `tuning::EVAL_BLOCK_ROWS` rows, each block then applied down the rows), else a `ColPlan`
-//! of all channels.
+//! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel. `Nchw`
+//! segments of at least `tuning::SEGMENT_MIN_HW` values are normalized one by one; shorter
+//! ones as `N` rows of `C·HW` columns, each channel's plan repeated over its `HW` columns, as
+//! `Nc` / `Nhwc` rows are. The plans come from `ops::EvalParams`: on inputs that stay on the
+//! caller's thread, a block of channels at a time on the stack (for rows, when fewer than
+//! `tuning::EVAL_BLOCK_ROWS`: each block applied down the rows); else a `ColPlan` of all
+//! channels (or a plan per channel, for segments).
 
 use super::backward::{
     Center, Coef, ColCoef, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums,
@@ -377,9 +379,11 @@ impl<'a, T: Element> BatchNorm<'a, T> {
     }
 
     /// Normalizes `x` with given (running) statistics: `y = (x − mean)/sqrt(var + eps)·w + b`,
-    /// one streaming pass. Inputs small enough to stay on the caller's thread (`Nchw` at any
-    /// shape, `Nc` / `Nhwc` below 64 rows) allocate nothing: their per-channel plans are
-    /// computed a block of channels at a time on the stack; larger ones allocate O(channels).
+    /// one streaming pass. Inputs small enough to stay on the caller's thread allocate nothing
+    /// when they have fewer than 64 rows (`N` for `Nc` and for `Nchw` with segments under 64
+    /// values, `N·HW` for `Nhwc`) or `Nchw` segments of at least 64 values: their
+    /// per-channel plans are then computed a block of channels at a time on the stack; other
+    /// calls allocate O(channels).
     /// A channel with `var + eps == 0` or an infinite variance normalizes
     /// to 0 (outputs `b`, where `x − mean` is finite); one with a NaN mean or a NaN or
     /// negative `var + eps` outputs NaN, as PyTorch's `1/sqrt(var + eps)` does.
@@ -422,25 +426,38 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         // small inputs (on this thread): the plans a block of channels at a time, on the stack
         let serial = !par::worth_parallel(x.len());
         match layout {
-            Layout::Nchw { .. } if hw > 1 && serial => params.blocks(|block, c0| {
-                let seg = c0 * hw..(c0 + block.len()) * hw;
-                for (x, y) in x.chunks(c * hw).zip(y.chunks_mut(c * hw)) {
-                    let (x, y) = (x[seg.clone()].chunks(hw), y[seg.clone()].chunks_mut(hw));
-                    for (j, (x, y)) in x.zip(y).enumerate() {
-                        normalize_row(Some(x), y, None, None, block.plan(j));
+            Layout::Nchw { .. } if hw >= tuning::SEGMENT_MIN_HW && serial => {
+                params.blocks(1, |block, c0| {
+                    let seg = c0 * hw..(c0 + block.len()) * hw;
+                    for (x, y) in x.chunks(c * hw).zip(y.chunks_mut(c * hw)) {
+                        let (x, y) = (x[seg.clone()].chunks(hw), y[seg.clone()].chunks_mut(hw));
+                        for (j, (x, y)) in x.zip(y).enumerate() {
+                            normalize_row(Some(x), y, None, None, block.plan(j));
+                        }
                     }
-                }
-            }),
-            Layout::Nchw { .. } if hw > 1 => {
+                })
+            }
+            Layout::Nchw { .. } if hw >= tuning::SEGMENT_MIN_HW => {
                 let plans: Vec<Plan<T::Acc>> = (0..c).map(|j| params.plan(j)).collect();
                 RowsMut::<T, T::Acc>::new(hw, y, None, None, None).run(|j, r| {
                     normalize_row(Some(&x[j * hw..][..hw]), r.y, None, None, plans[j % c]);
                 });
             }
-            _ if serial && x.len() / c < tuning::EVAL_BLOCK_ROWS => {
-                params.blocks(|block, c0| block.normalize(x, y, c, c0));
+            _ => {
+                // (rows, C) rows; (N, C, HW) with short segments as N rows of C·HW columns,
+                // each channel's plan repeated over its HW columns
+                let repeat = if matches!(layout, Layout::Nchw { .. }) {
+                    hw
+                } else {
+                    1
+                };
+                let cols = c * repeat;
+                if serial && x.len() / cols < tuning::EVAL_BLOCK_ROWS {
+                    params.blocks(repeat, |block, k0| block.normalize(x, y, cols, k0));
+                } else {
+                    self.rows_normalize(x, y, &params.col_plan(repeat));
+                }
             }
-            _ => self.rows_normalize(x, y, &params.col_plan()),
         }
         Ok(())
     }

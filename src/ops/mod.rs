@@ -1273,8 +1273,10 @@ impl<A: Float> ColPlan<A> {
         weight: Option<&[T]>,
         bias: Option<&[T]>,
         eps: f64,
+        repeat: usize,
     ) -> Self {
-        Self::eval_with(mean, var, weight, bias, eps, Self::by_rows::<T>(mean.len()))
+        let by_rows = Self::by_rows::<T>(mean.len() * repeat);
+        Self::eval_with(mean, var, weight, bias, eps, repeat, by_rows)
     }
 
     /// [`ColPlan::eval`], `by_rows` rows at a time (0: not row by row).
@@ -1284,9 +1286,10 @@ impl<A: Float> ColPlan<A> {
         weight: Option<&[T]>,
         bias: Option<&[T]>,
         eps: f64,
+        repeat: usize,
         by_rows: usize,
     ) -> Self {
-        let cols = mean.len();
+        let (chans, cols) = (mean.len(), mean.len() * repeat);
         let len = Self::field_len(cols, by_rows);
         let zeros = || {
             let mut v = Vec::with_capacity(len);
@@ -1294,8 +1297,16 @@ impl<A: Float> ColPlan<A> {
             v
         };
         let [mut nps, mut a, mut c, mut w] = [zeros(), zeros(), zeros(), zeros()];
-        let fields = [&mut nps[..], &mut a[..], &mut c[..], &mut w[..]];
+        let fields = [
+            &mut nps[..chans],
+            &mut a[..chans],
+            &mut c[..chans],
+            &mut w[..chans],
+        ];
         let unfolded = eval_fields(fields, mean, var, weight, bias, eps);
+        for f in [&mut nps, &mut a, &mut c, &mut w] {
+            expand(f, chans, repeat);
+        }
         let (m, w) = if unfolded {
             (zeros(), w)
         } else {
@@ -1553,9 +1564,17 @@ pub(crate) struct EvalParams<'p, T: Element> {
 }
 
 impl<T: Element> EvalParams<'_, T> {
-    /// Every channel's plan fields in one [`ColPlan`] (O(C) allocations).
-    pub(crate) fn col_plan(&self) -> ColPlan<T::Acc> {
-        ColPlan::eval(self.mean, self.var, self.weight, self.bias, self.eps)
+    /// Every channel's plan fields in one [`ColPlan`] (O(C) allocations), each channel's
+    /// repeated over `repeat` consecutive columns.
+    pub(crate) fn col_plan(&self, repeat: usize) -> ColPlan<T::Acc> {
+        ColPlan::eval(
+            self.mean,
+            self.var,
+            self.weight,
+            self.bias,
+            self.eps,
+            repeat,
+        )
     }
 
     /// Channel `j`'s plan ([`Plan::eval`] + [`Plan::affine`]).
@@ -1567,17 +1586,19 @@ impl<T: Element> EvalParams<'_, T> {
         Plan::eval(self.mean[j], self.var[j], self.eps).affine(w, b)
     }
 
-    /// `f(block, c0)` for the plans of channels `c0..` in blocks of [`EVAL_BLOCK`], each
-    /// computed on the stack ([`EvalBlock`]) when its turn comes: no allocation.
-    pub(crate) fn blocks(&self, mut f: impl FnMut(&EvalBlock<T::Acc>, usize)) {
+    /// `f(block, k0)` for the plans of the columns `k0..` of rows in which each channel
+    /// covers `repeat` (at most [`EVAL_BLOCK`]) consecutive columns, in blocks of whole
+    /// channels, at most [`EVAL_BLOCK`] columns each, each computed on the stack
+    /// ([`EvalBlock`]) when its turn comes: no allocation.
+    pub(crate) fn blocks(&self, repeat: usize, mut f: impl FnMut(&EvalBlock<T::Acc>, usize)) {
+        debug_assert!((1..=EVAL_BLOCK).contains(&repeat));
         let mut block = EvalBlock::<T::Acc>::new();
-        let cols = self.mean.len();
-        for c0 in (0..cols).step_by(EVAL_BLOCK) {
-            let r = c0..cols.min(c0 + EVAL_BLOCK);
+        let (chans, per) = (self.mean.len(), EVAL_BLOCK / repeat);
+        for ch0 in (0..chans).step_by(per) {
+            let r = ch0..chans.min(ch0 + per);
             let (mean, var) = (&self.mean[r.clone()], &self.var[r.clone()]);
             let (w, b) = (self.weight.map(|w| &w[r.clone()]), self.bias.map(|b| &b[r]));
-            block.len = mean.len();
-            let n = block.len;
+            let n = mean.len();
             let fields = [
                 &mut block.nps[..n],
                 &mut block.a[..n],
@@ -1585,7 +1606,21 @@ impl<T: Element> EvalParams<'_, T> {
                 &mut block.w[..n],
             ];
             block.unfolded = eval_fields(fields, mean, var, w, b, self.eps);
-            f(&block, c0);
+            for f in [&mut block.nps, &mut block.a, &mut block.c, &mut block.w] {
+                expand(f, n, repeat);
+            }
+            block.len = n * repeat;
+            f(&block, ch0 * repeat);
+        }
+    }
+}
+
+/// The first `n` values of `v` each repeated `repeat` times in place (`v` holds `n·repeat`).
+fn expand<A: Copy>(v: &mut [A], n: usize, repeat: usize) {
+    if repeat > 1 {
+        for i in (0..n).rev() {
+            let x = v[i];
+            v[i * repeat..][..repeat].fill(x);
         }
     }
 }
@@ -1614,7 +1649,7 @@ impl<A: Float> EvalBlock<A> {
         }
     }
 
-    /// Channels in the block.
+    /// Columns in the block (channels, where each covers one column).
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -1894,62 +1929,76 @@ mod tests {
                     bias,
                     eps,
                 };
-                let rows = 5;
-                let src: Vec<T> = (0..rows * cols).map(|k| T::from_acc(val(k))).collect();
-                // each value through its channel's own plan, in the vector arithmetic
-                let want: Vec<T> = src
-                    .iter()
-                    .enumerate()
-                    .map(|(k, x)| {
-                        let p = params.plan(k % cols);
-                        let at = |f: usize| {
-                            <A<T> as Float>::V::splat([p.s, -p.ps, p.m, p.a, p.c, p.w][f])
-                        };
-                        let v = <A<T> as Float>::V::splat(x.to_acc());
-                        let y = if p.unfolded() {
-                            col_plan::<_, false, false, true>(v, at)
-                        } else {
-                            col_plan::<_, false, false, false>(v, at)
-                        };
-                        T::from_acc(y.to_array().as_ref()[0])
-                    })
-                    .collect();
-                let what =
-                    |how: &str, off: usize| format!("{how}: cols {cols} off {off} eps {eps}");
-                for off in (0..64 / size_of::<T>()).step_by(5) {
-                    let fresh = || vec![T::from_acc(A::<T>::ZERO); rows * cols + off];
-                    let mut y = fresh();
-                    params.blocks(|block, c0| block.normalize(&src, &mut y[off..], cols, c0));
-                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("blocks", off));
-                    let mut y = fresh();
-                    params.blocks(|block, c0| {
-                        for (x, y) in src.chunks(cols).zip(y[off..].chunks_mut(cols)) {
-                            let segs = x[c0..].iter().zip(&mut y[c0..]).take(block.len());
-                            for (j, (x, y)) in segs.enumerate() {
-                                let one = std::slice::from_mut(y);
-                                normalize_row(Some(&[*x]), one, None, None, block.plan(j));
-                            }
-                        }
-                    });
-                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("block plans", off));
-                    let mut y = fresh();
-                    params.col_plan().normalize(&src, &mut y[off..]);
-                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("ColPlan", off));
-                    // every way: periodic fields, one or two rows at a time
-                    let pairs = cols.is_multiple_of(A::<T>::LANES);
-                    for by_rows in [0, 1, if pairs { 2 } else { 1 }] {
-                        let (mean, var) = (&mean[..], &var[..]);
-                        let plan = ColPlan::eval_with(mean, var, weight, bias, eps, by_rows);
-                        let mut y = fresh();
-                        plan.normalize(&src, &mut y[off..]);
-                        let how = format!("by_rows {by_rows}");
-                        assert_eq!(bits(&y[off..]), bits(&want), "{}", what(&how, off));
-                        if by_rows == 0 {
-                            let mut y = fresh();
-                            plan.normalize_cyclic(&src, &mut y[off..]);
-                            assert_eq!(bits(&y[off..]), bits(&want), "{}", what("cyclic", off));
+                // each channel over `repeat` consecutive columns (BatchNorm eval's short
+                // `Nchw` segments, as rows of C·HW columns)
+                for repeat in [1, 3] {
+                    eval_ways_agree(&params, cols, repeat);
+                }
+            }
+        }
+    }
+
+    /// [`eval_plans_agree`] for one set of parameters, channels `repeat` columns wide.
+    fn eval_ways_agree<T: Element>(params: &EvalParams<'_, T>, chans: usize, repeat: usize) {
+        type A<T> = <T as Element>::Acc;
+        let val = |k: usize| A::<T>::from_f64(((k * 37) % 101) as f64 * 0.25 - 9.0);
+        let (rows, cols) = (5, chans * repeat);
+        let src: Vec<T> = (0..rows * cols).map(|k| T::from_acc(val(k))).collect();
+        // each value through its channel's own plan, in the vector arithmetic
+        let want: Vec<T> = src
+            .iter()
+            .enumerate()
+            .map(|(k, x)| {
+                let p = params.plan(k % cols / repeat);
+                let at = |f: usize| <A<T> as Float>::V::splat([p.s, -p.ps, p.m, p.a, p.c, p.w][f]);
+                let v = <A<T> as Float>::V::splat(x.to_acc());
+                let y = if p.unfolded() {
+                    col_plan::<_, false, false, true>(v, at)
+                } else {
+                    col_plan::<_, false, false, false>(v, at)
+                };
+                T::from_acc(y.to_array().as_ref()[0])
+            })
+            .collect();
+        let eps = params.eps;
+        let what =
+            |how: &str, off: usize| format!("{how}: cols {cols} ×{repeat} off {off} eps {eps}");
+        for off in (0..64 / size_of::<T>()).step_by(5) {
+            let fresh = || vec![T::from_acc(A::<T>::ZERO); rows * cols + off];
+            let mut y = fresh();
+            params.blocks(repeat, |block, k0| {
+                block.normalize(&src, &mut y[off..], cols, k0)
+            });
+            assert_eq!(bits(&y[off..]), bits(&want), "{}", what("blocks", off));
+            if repeat == 1 {
+                let mut y = fresh();
+                params.blocks(1, |block, c0| {
+                    for (x, y) in src.chunks(cols).zip(y[off..].chunks_mut(cols)) {
+                        let segs = x[c0..].iter().zip(&mut y[c0..]).take(block.len());
+                        for (j, (x, y)) in segs.enumerate() {
+                            let one = std::slice::from_mut(y);
+                            normalize_row(Some(&[*x]), one, None, None, block.plan(j));
                         }
                     }
+                });
+                assert_eq!(bits(&y[off..]), bits(&want), "{}", what("block plans", off));
+            }
+            let mut y = fresh();
+            params.col_plan(repeat).normalize(&src, &mut y[off..]);
+            assert_eq!(bits(&y[off..]), bits(&want), "{}", what("ColPlan", off));
+            // every way: periodic fields, one or two rows at a time
+            let pairs = cols.is_multiple_of(A::<T>::LANES);
+            for by_rows in [0, 1, if pairs { 2 } else { 1 }] {
+                let (m, v, w, b) = (params.mean, params.var, params.weight, params.bias);
+                let plan = ColPlan::eval_with(m, v, w, b, eps, repeat, by_rows);
+                let mut y = fresh();
+                plan.normalize(&src, &mut y[off..]);
+                let how = format!("by_rows {by_rows}");
+                assert_eq!(bits(&y[off..]), bits(&want), "{}", what(&how, off));
+                if by_rows == 0 {
+                    let mut y = fresh();
+                    plan.normalize_cyclic(&src, &mut y[off..]);
+                    assert_eq!(bits(&y[off..]), bits(&want), "{}", what("cyclic", off));
                 }
             }
         }
