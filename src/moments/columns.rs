@@ -202,41 +202,90 @@ pub(crate) fn col_shifted<T: Element>(
         return;
     }
     let pilots: Vec<T::Acc> = (0..row_len).map(pilot).collect();
-    let mut init = initial::<T>(row_len, |j| pilots[j]);
-    let fast = columns::<T::Acc>(&cols.moments(rows, &init, false), row_len);
-    let rescue = |j: usize| fast[j].unshift(pilots[j], 0).needs_rescue();
-    if !(0..row_len).any(rescue) {
-        for (j, (m, &p)) in fast.into_iter().zip(&pilots).enumerate() {
-            emit(j, p, Run::Fast(m));
-        }
-        return;
+    for (j, (p, run)) in grouped_runs(cols, rows, 1, &pilots).into_iter().enumerate() {
+        emit(j, p, run);
     }
-    // RESCUE (rare): overflow or underflow in some columns; redo with a power-of-two scale on
-    // those lanes (s = 1 on the others leaves their results bit for bit unchanged).
-    let mut plan = vec![None; row_len];
+}
+
+/// Shifted statistics of the `chans` channels of a checked `(rows, chans·group)` matrix in
+/// which channel `j` covers the `group` consecutive columns from `j·group` (BatchNorm `Nchw`
+/// with short segments: `rows = N`, `group = HW`), as `(pilot, run)` per channel: the
+/// column moments down the rows, every column of a channel around the channel's pilot (the
+/// median of its first column's first, middle and last values), each channel's columns then
+/// merged in order. A segment at a time cost ~70 ns a segment (BatchNorm training
+/// (64, 256, 4) f32: 1.1 ms, 0.5 % of a copy).
+pub(crate) fn grouped_shifted<T: Element>(
+    x: &[T],
+    chans: usize,
+    group: usize,
+    rows: usize,
+) -> Vec<(T::Acc, Run<T::Acc>)> {
+    let cols = Cols {
+        x,
+        row_len: chans * group,
+    };
+    let pilots: Vec<T::Acc> = (0..chans)
+        .map(|j| {
+            let k = j * group;
+            super::pilot_of(&[cols.row(0)[k], cols.row(rows / 2)[k], cols.row(rows - 1)[k]])
+        })
+        .collect();
+    grouped_runs(cols, rows, group, &pilots)
+}
+
+/// [`col_shifted`]'s and [`grouped_shifted`]'s statistics: channel `j` (`pilots[j]`) over the
+/// columns `j·group..` (`group = 1`: a column per channel), with the rescue.
+fn grouped_runs<T: Element>(
+    cols: Cols<'_, T>,
+    rows: usize,
+    group: usize,
+    pilots: &[T::Acc],
+) -> Vec<(T::Acc, Run<T::Acc>)> {
+    let (row_len, chans) = (cols.row_len, pilots.len());
+    let mut init = initial::<T>(row_len, |k| pilots[k / group]);
+    // each channel's columns merged in order (one column: itself)
+    let merged = |leaf: &Leaf<V<T>>| -> Vec<Moments<T::Acc>> {
+        let all = columns::<T::Acc>(leaf, row_len);
+        let fold = |ms: &[Moments<T::Acc>]| ms[1..].iter().fold(ms[0], |m, c| m.merge(c));
+        all.chunks(group).map(fold).collect()
+    };
+    let fast = merged(&cols.moments(rows, &init, false));
+    let rescue = |j: usize| fast[j].unshift(pilots[j], 0).needs_rescue();
+    if !(0..chans).any(rescue) {
+        let runs = fast.iter().map(|&m| Run::Fast(m));
+        return pilots.iter().copied().zip(runs).collect();
+    }
+    // RESCUE (rare): overflow or underflow in some channels; redo with a power-of-two scale on
+    // their lanes (s = 1 on the others leaves their results bit for bit unchanged).
+    let mut plan = vec![None; chans];
     for (j, pj) in plan.iter_mut().enumerate() {
         if rescue(j) {
-            let column = x[j..].iter().step_by(row_len);
+            let values = (0..rows).flat_map(|r| &cols.row(r)[j * group..][..group]);
             let r = Rescue::plan(
-                column.fold(T::Acc::ZERO, |a, v| super::max_abs_scalar(a, v.to_acc())),
+                values.fold(T::Acc::ZERO, |a, v| super::max_abs_scalar(a, v.to_acc())),
             );
             if let Rescue::Scale(k) = r {
                 let sj = T::Acc::exp2i(k);
-                set_lane(&mut init, |s| &mut s.2, j, sj);
-                set_lane(&mut init, |s| &mut s.3, j, -(pilots[j] * sj));
+                for c in j * group..(j + 1) * group {
+                    set_lane(&mut init, |s| &mut s.2, c, sj);
+                    set_lane(&mut init, |s| &mut s.3, c, -(pilots[j] * sj));
+                }
             }
             *pj = Some(r);
         }
     }
-    let scaled = columns::<T::Acc>(&cols.moments(rows, &init, true), row_len);
-    for (j, pj) in plan.iter().enumerate() {
-        let run = match pj {
-            None => Run::Fast(fast[j]),
-            Some(Rescue::Nan) => Run::Nan(fast[j].count),
-            Some(Rescue::Scale(k)) => Run::Scaled(scaled[j], pilots[j] * T::Acc::exp2i(*k), *k),
-        };
-        emit(j, pilots[j], run);
-    }
+    let scaled = merged(&cols.moments(rows, &init, true));
+    plan.iter()
+        .enumerate()
+        .map(|(j, pj)| {
+            let run = match pj {
+                None => Run::Fast(fast[j]),
+                Some(Rescue::Nan) => Run::Nan(fast[j].count),
+                Some(Rescue::Scale(k)) => Run::Scaled(scaled[j], pilots[j] * T::Acc::exp2i(*k), *k),
+            };
+            (pilots[j], run)
+        })
+        .collect()
 }
 
 /// Narrow rows taken `g` at a time: `(rows, C)` read as `(rows/g, g·C)` with `g·C` up to one

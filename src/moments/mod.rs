@@ -13,7 +13,7 @@
 //! is what a rescaled copy would give (an `m2` beyond `A::MAX` is then +∞: not representable).
 
 mod columns;
-pub(crate) use columns::col_shifted;
+pub(crate) use columns::{col_shifted, grouped_shifted};
 mod lanes;
 pub(crate) use lanes::{Step, lane_sum};
 mod streaming;

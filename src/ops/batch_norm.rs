@@ -29,7 +29,7 @@ use super::{
 };
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
-use crate::moments::{channels_shifted, col_shifted};
+use crate::moments::{channels_shifted, col_shifted, grouped_shifted};
 use crate::{par, tuning};
 
 /// How a BatchNorm input is stored.
@@ -509,7 +509,12 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         let c = self.channels;
         let valid = |i: usize| lengths.map_or(hw, |l| l[i]);
         let seg = |i: usize, j: usize| &x[(i * c + j) * hw..][..valid(i)];
-        let stats: Vec<Stats<T::Acc>> = channels_shifted(c, n, &seg)
+        // short segments (unpadded): as N rows of C·HW columns
+        let shifted = match lengths {
+            None if hw < tuning::SEGMENT_MIN_HW => grouped_shifted(x, c, hw, n),
+            _ => channels_shifted(c, n, &seg),
+        };
+        let stats: Vec<Stats<T::Acc>> = shifted
             .into_iter()
             .map(|(p, run)| Stats::new(p, run, self.eps))
             .collect();
@@ -519,6 +524,16 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 stats[j].plan.affine(w, b)
             })
             .collect();
+        if lengths.is_none() && hw < tuning::SEGMENT_MIN_HW {
+            // short segments: N rows of C·HW columns, each channel's plan over its HW (as eval)
+            let plans: Vec<Plan<T::Acc>> = plans.iter().flat_map(|p| [*p].repeat(hw)).collect();
+            let plan = ColPlan::new::<T>(&plans);
+            let at = tail_first(n, c * hw * size_of::<T>()) * c * hw;
+            let ((xh, xt), (yh, yt)) = (x.split_at(at), y.split_at_mut(at));
+            self.rows_normalize(xt, yt, &plan);
+            self.rows_normalize(xh, yh, &plan);
+            return stats;
+        }
         // the (sample, channel) rows the statistics read last first (see `tail_first`)
         let at = tail_first(n * c, hw * size_of::<T>());
         let (yh, yt) = y.split_at_mut(at * hw);
