@@ -6,12 +6,16 @@
 //!                                            lanes, rows streamed)
 //!                                     NORM   ColPlan: whole rows, one plan per lane (in
 //!                                            registers when it repeats every ≤ 4 vectors)
-//! Nchw       (N, C, HW):              STATS  moments::channels_shifted: every channel's
+//! Nchw       (N, C, HW), HW ≥ 64:     STATS  moments::channels_shifted: every channel's
 //!                                            segments in memory order (one streaming read;
 //!                                            parallel over samples, fixed merge tree)
 //!                                     NORM   the (n, c) segments, a streaming pass (x read
 //!                                            twice: a channel at a time read its strided
 //!                                            segments at half the bandwidth)
+//! Nchw, HW < 64, unpadded:            STATS  moments::grouped_shifted: N rows of C·HW
+//!                                            columns, each channel's HW columns merged
+//!                                     NORM   ColPlan over those rows, each channel's plan
+//!                                            repeated over its HW columns
 //! ```
 //! Eval is one streaming pass: `y = (x − running_mean)·(invstd·w) + b` per channel. `Nchw`
 //! segments of at least `tuning::SEGMENT_MIN_HW` values are normalized one by one; shorter
