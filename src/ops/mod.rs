@@ -1265,30 +1265,19 @@ impl<A: Float> ColPlan<A> {
         Self::from_fields(fields, scaled, offset, by_rows)
     }
 
-    /// BatchNorm eval's plans (`Plan::eval` and `Plan::affine` per column), computed by
-    /// [`eval_fields`] straight into the field arrays.
-    pub(crate) fn eval<T: Element<Acc = A>>(
-        mean: &[A],
-        var: &[A],
-        weight: Option<&[T]>,
-        bias: Option<&[T]>,
-        eps: f64,
-        repeat: usize,
-    ) -> Self {
-        let by_rows = Self::by_rows::<T>(mean.len() * repeat);
-        Self::eval_with(mean, var, weight, bias, eps, repeat, by_rows)
+    /// BatchNorm eval's plans (`Plan::eval` and `Plan::affine` per channel, over `repeat`
+    /// consecutive columns each), computed by [`eval_fields`] straight into the field arrays.
+    pub(crate) fn eval<T: Element<Acc = A>>(p: &EvalParams<'_, T>, repeat: usize) -> Self {
+        Self::eval_with(p, repeat, Self::by_rows::<T>(p.mean.len() * repeat))
     }
 
     /// [`ColPlan::eval`], `by_rows` rows at a time (0: not row by row).
     fn eval_with<T: Element<Acc = A>>(
-        mean: &[A],
-        var: &[A],
-        weight: Option<&[T]>,
-        bias: Option<&[T]>,
-        eps: f64,
+        p: &EvalParams<'_, T>,
         repeat: usize,
         by_rows: usize,
     ) -> Self {
+        let (mean, var, weight, bias, eps) = (p.mean, p.var, p.weight, p.bias, p.eps);
         let (chans, cols) = (mean.len(), mean.len() * repeat);
         let len = Self::field_len(cols, by_rows);
         let zeros = || {
@@ -1567,14 +1556,7 @@ impl<T: Element> EvalParams<'_, T> {
     /// Every channel's plan fields in one [`ColPlan`] (O(C) allocations), each channel's
     /// repeated over `repeat` consecutive columns.
     pub(crate) fn col_plan(&self, repeat: usize) -> ColPlan<T::Acc> {
-        ColPlan::eval(
-            self.mean,
-            self.var,
-            self.weight,
-            self.bias,
-            self.eps,
-            repeat,
-        )
+        ColPlan::eval(self, repeat)
     }
 
     /// Channel `j`'s plan ([`Plan::eval`] + [`Plan::affine`]).
@@ -1989,8 +1971,7 @@ mod tests {
             // every way: periodic fields, one or two rows at a time
             let pairs = cols.is_multiple_of(A::<T>::LANES);
             for by_rows in [0, 1, if pairs { 2 } else { 1 }] {
-                let (m, v, w, b) = (params.mean, params.var, params.weight, params.bias);
-                let plan = ColPlan::eval_with(m, v, w, b, eps, repeat, by_rows);
+                let plan = ColPlan::eval_with(params, repeat, by_rows);
                 let mut y = fresh();
                 plan.normalize(&src, &mut y[off..]);
                 let how = format!("by_rows {by_rows}");
