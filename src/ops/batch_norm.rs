@@ -530,7 +530,8 @@ impl<'a, T: Element> BatchNorm<'a, T> {
             .collect();
         if lengths.is_none() && hw < tuning::SEGMENT_MIN_HW {
             // short segments: N rows of C·HW columns, each channel's plan over its HW (as eval)
-            let plans: Vec<Plan<T::Acc>> = plans.iter().flat_map(|p| [*p].repeat(hw)).collect();
+            let repeated = plans.iter().flat_map(|&p| std::iter::repeat_n(p, hw));
+            let plans: Vec<Plan<T::Acc>> = repeated.collect();
             let plan = ColPlan::new::<T>(&plans);
             let at = tail_first(n, c * hw * size_of::<T>()) * c * hw;
             let ((xh, xt), (yh, yt)) = (x.split_at(at), y.split_at_mut(at));
