@@ -1607,8 +1607,9 @@ fn expand<A: Copy>(v: &mut [A], n: usize, repeat: usize) {
     }
 }
 
-/// BatchNorm eval plans of up to [`EVAL_BLOCK`] consecutive channels, as the fields of
-/// [`rows_by_fields`] ([`eval_fields`]), on the stack ([`EvalParams::blocks`]).
+/// BatchNorm eval plans of up to [`EVAL_BLOCK`] consecutive columns (a channel each, or each
+/// channel repeated over its columns), as the fields of [`rows_by_fields`]
+/// ([`eval_fields`]), on the stack ([`EvalParams::blocks`]).
 pub(crate) struct EvalBlock<A> {
     nps: [A; EVAL_BLOCK],
     a: [A; EVAL_BLOCK],
@@ -1636,8 +1637,8 @@ impl<A: Float> EvalBlock<A> {
         self.len
     }
 
-    /// The plan of the block's channel `j`: the outputs of [`EvalParams::plan`]'s, bit for
-    /// bit (a folded weight may come as `(a, w) = (1, a·w)`, whose unfolded form
+    /// The plan of the block's column `j` (its channel's, where each channel covers one
+    /// column): the outputs of [`EvalParams::plan`]'s, bit for bit (a folded weight may come as `(a, w) = (1, a·w)`, whose unfolded form
     /// `((x − ps)·1)·(a·w) + b` is the folded `fma(x − ps, a·w, b)`).
     pub(crate) fn plan(&self, j: usize) -> Plan<A> {
         Plan {
@@ -1650,8 +1651,8 @@ impl<A: Float> EvalBlock<A> {
         }
     }
 
-    /// `dst = plan_j(src)` for rows of `cols` values, the block's channels `c0..` of each,
-    /// two rows at a time.
+    /// `dst = plan_j(src)` for rows of `cols` values, the block's columns `c0..` of each, two
+    /// rows at a time.
     pub(crate) fn normalize<T: Element<Acc = A>>(
         &self,
         src: &[T],
