@@ -1,11 +1,16 @@
 //! GroupNorm / InstanceNorm forward: per (sample, group), the group's channels are one
 //! contiguous run of `channels/groups · hw` values in `(N, C, *)` order, so each is a row:
 //! centred one-pass statistics (`moments::row_shifted`), then every channel of the group
-//! normalized from cache with its weight and bias folded into the plan.
+//! normalized from cache with its weight and bias folded into the plan: one channel at a
+//! time, or, where a channel's segment is shorter than a vector, the group's channels a
+//! block at a time, each channel's plan repeated over its values (`ChannelBlock`).
 
 use super::backward::{Center, Coef, Grads, dx_pass, rows_per_block, set_sums};
-use super::{Plan, RowsMut, Stats, check_channels, check_param, normalize_row};
-use crate::element::{Element, Float};
+use super::{
+    EVAL_BLOCK, FieldVariant, Plan, RowMut, RowsMut, Stats, by_variant, check_channels,
+    check_param, col_plan, encode_unfolded, expand, map_row_grouped, normalize_row,
+};
+use crate::element::{Element, Float, Vector};
 use crate::error::{NormError, check_len};
 use crate::moments::row_shifted;
 use crate::{par, tuning};
@@ -272,29 +277,208 @@ impl<'a, T: Element> GroupNorm<'a, T> {
         self.channels / self.groups * hw
     }
 
-    /// Every (sample, group) row: statistics, then each channel with its weight and bias.
+    /// Every (sample, group) row: statistics, then each channel with its weight and bias:
+    /// one at a time, or, for short segments (`hw < tuning::SEGMENT_MIN_HW`), the row in
+    /// blocks of channels, each channel's plan repeated over its `hw` values
+    /// ([`PlanBlock`]), which keeps the vectors full.
     fn run(&self, x: &[T], hw: usize, rows: RowsMut<'_, T, T::Acc>) {
         let len = self.group_len(hw);
         let cpg = self.channels / self.groups;
-        rows.run(|j, r| {
-            let x = &x[j * len..][..len];
-            let (p, run) = row_shifted(x);
-            let stats = Stats::new(p, run, self.eps);
-            if let Some(m) = r.mean {
-                *m = stats.mean;
+        let first = |j: usize| (j % self.groups) * cpg;
+        if hw < T::Acc::LANES && len >= T::Acc::LANES {
+            rows.run_with(ChannelBlock::<T::Acc>::new, |block, j, r| {
+                let x = &x[j * len..][..len];
+                let (y, plan) = self.row_stats(x, r);
+                let per = EVAL_BLOCK / hw;
+                for k0 in (0..cpg).step_by(per) {
+                    let seg = k0 * hw..len.min((k0 + per) * hw);
+                    let channels = (k0..cpg.min(k0 + per)).map(|k| self.affine(first(j) + k));
+                    block.normalize(&x[seg.clone()], &mut y[seg], plan, channels, hw);
+                }
+            });
+        } else {
+            rows.run(|j, r| {
+                let x = &x[j * len..][..len];
+                let (y, plan) = self.row_stats(x, r);
+                for (k, (x, y)) in x.chunks(hw).zip(y.chunks_mut(hw)).enumerate() {
+                    let (w, b) = self.affine(first(j) + k);
+                    normalize_row(Some(x), y, None, None, plan.affine(w, b));
+                }
+            });
+        }
+    }
+
+    /// A (sample, group) row's statistics, written where asked for: its output and plan.
+    #[inline(always)]
+    fn row_stats<'r>(&self, x: &[T], r: RowMut<'r, T, T::Acc>) -> (&'r mut [T], Plan<T::Acc>) {
+        let (p, run) = row_shifted(x);
+        let stats = Stats::new(p, run, self.eps);
+        (r.put(Some(stats.mean), stats.rstd), stats.plan)
+    }
+
+    /// Channel `c`'s weight and bias, where given.
+    #[inline(always)]
+    fn affine(&self, c: usize) -> (Option<T::Acc>, Option<T::Acc>) {
+        let (w, b) = (self.weight.map(|w| w[c]), self.bias.map(|b| b[c]));
+        (w.map(T::to_acc), b.map(T::to_acc))
+    }
+}
+
+/// The channels of a group with short segments: per channel the group plan's `a` with the
+/// channel's weight folded in ([`Plan::affine`]; where some weight stays unfolded, every
+/// channel as `encode_unfolded` writes it) and its bias, each repeated over the channel's
+/// `hw` values, on the stack; the group plan's scale, pilot and offset stay in registers.
+/// Full vectors across channel boundaries, where one `normalize_row` per channel took a
+/// partial vector for each segment shorter than a vector.
+struct ChannelBlock<A> {
+    a: [A; EVAL_BLOCK],
+    c: [A; EVAL_BLOCK],
+    w: [A; EVAL_BLOCK],
+}
+
+impl<A: Float> ChannelBlock<A> {
+    /// An empty block.
+    fn new() -> Self {
+        Self {
+            a: [A::ZERO; EVAL_BLOCK],
+            c: [A::ZERO; EVAL_BLOCK],
+            w: [A::ONE; EVAL_BLOCK],
+        }
+    }
+
+    /// `y = plan_k(x)` for consecutive channels of a group (at most `EVAL_BLOCK / hw`), `hw`
+    /// values each, `plan_k` the group's `plan` with channel `k`'s weight and bias
+    /// (`channels`): bit for bit `normalize_row` of each channel with its `plan.affine`.
+    fn normalize<T: Element<Acc = A>>(
+        &mut self,
+        x: &[T],
+        y: &mut [T],
+        plan: Plan<A>,
+        channels: impl Iterator<Item = (Option<A>, Option<A>)>,
+        hw: usize,
+    ) {
+        struct Group<'b, 's, A: Float, T> {
+            fields: [&'b [A]; 3],
+            row: [A::V; 3],
+            x: &'s [T],
+            y: &'s mut [T],
+        }
+        impl<A: Float, T: Element<Acc = A>> FieldVariant for Group<'_, '_, A, T> {
+            #[inline(always)]
+            fn run<const SCALED: bool, const OFFSET: bool, const U: bool>(self) {
+                let [s, nps, m] = self.row;
+                let f = |v: A::V, e: [A::V; 3], _: usize, _: usize| {
+                    let at = |f: usize| [s, nps, m, e[0], e[1], e[2]][f];
+                    col_plan::<A::V, SCALED, OFFSET, U>(v, at)
+                };
+                map_row_grouped::<T, A, 1, 3>(Some(self.x), self.y, self.fields, f, f);
             }
-            if let Some(s) = r.rstd {
-                *s = stats.rstd;
+        }
+        let mut n = 0;
+        for (k, (w, b)) in channels.enumerate() {
+            let p = plan.affine(w, b);
+            (self.a[k], self.c[k], self.w[k]) = (p.a, p.c, p.w);
+            n = k + 1;
+        }
+        let unfolded = encode_unfolded(&mut self.a[..n], &mut self.w[..n]);
+        expand(&mut self.a, n, hw);
+        expand(&mut self.c, n, hw);
+        if unfolded {
+            expand(&mut self.w, n, hw);
+        }
+        let len = y.len();
+        debug_assert!(len == n * hw && x.len() == len);
+        // without an unfolded weight the third field is never read
+        let w = if unfolded { &self.w } else { &self.a };
+        let group = Group {
+            fields: [&self.a[..len], &self.c[..len], &w[..len]],
+            row: [plan.s, -plan.ps, plan.m].map(A::V::splat),
+            x,
+            y,
+        };
+        by_variant(group, (plan.s != A::ONE, plan.m != A::ZERO, unfolded));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ChannelBlock` gives bit for bit what `normalize_row` of each channel with the group
+    /// plan's `affine` gives: group plans plain, with an offset, rescued (scaled) and NaN;
+    /// weights that fold, that stay unfolded (`a·w` subnormal) in some channels only, huge
+    /// ones; without weight or bias; every segment shorter than a vector, 1 channel to a full
+    /// block, at every start within a cache line.
+    fn channels_match_rows<T: Element>() {
+        type A<T> = <T as Element>::Acc;
+        let f = A::<T>::from_f64;
+        let plan = |s: f64, ps: f64, m: f64, a: f64| Plan {
+            s: f(s),
+            ps: f(ps),
+            m: f(m),
+            a: f(a),
+            c: f(0.0),
+            w: f(1.0),
+        };
+        let plans = [
+            plan(1.0, 3.25, 0.0, 0.75),
+            plan(1.0, 3.25, 0.0146, 1.3),
+            plan(0.125, 0.40625, -0.003, 1.9),
+            Plan::nan(),
+        ];
+        let val = |k: usize| T::from_acc(f(((k * 37) % 101) as f64 * 0.0625));
+        let tiny = A::<T>::MIN_POSITIVE.to_f64() * 0.5;
+        let mut block = ChannelBlock::<A<T>>::new();
+        for (case, plan) in plans.into_iter().enumerate() {
+            for hw in 1..A::<T>::LANES {
+                for chans in [1, 2, 3, 5, 16, 40, EVAL_BLOCK / hw] {
+                    let len = chans * hw;
+                    if len > EVAL_BLOCK {
+                        continue;
+                    }
+                    let x: Vec<T> = (0..len).map(|k| val(k + case)).collect();
+                    let weight: Vec<A<T>> = (0..chans)
+                        .map(|j| match (j + case) % 7 {
+                            0 if hw % 2 == 1 => tiny,
+                            1 => 1e30,
+                            k => k as f64 * 0.3 - 1.0,
+                        })
+                        .map(|w| T::from_acc(f(w)).to_acc())
+                        .collect();
+                    let bias: Vec<A<T>> = (0..chans).map(|j| f(j as f64 * 0.5 - 2.0)).collect();
+                    for (w, b) in [(true, true), (true, false), (false, true), (false, false)] {
+                        let affine = |j: usize| (w.then(|| weight[j]), b.then(|| bias[j]));
+                        let mut want = vec![T::from_acc(f(0.0)); len];
+                        for (j, (x, y)) in x.chunks(hw).zip(want.chunks_mut(hw)).enumerate() {
+                            let (w, b) = affine(j);
+                            normalize_row(Some(x), y, None, None, plan.affine(w, b));
+                        }
+                        for off in (0..64 / size_of::<T>()).step_by(3) {
+                            let mut y = vec![T::from_acc(f(0.0)); len + off];
+                            let y = &mut y[off..];
+                            block.normalize(&x, y, plan, (0..chans).map(affine), hw);
+                            let bits = |v: &[T]| -> Vec<u64> {
+                                v.iter().map(|v| v.to_acc().to_f64().to_bits()).collect()
+                            };
+                            assert_eq!(
+                                bits(y),
+                                bits(&want),
+                                "plan {case} hw {hw} chans {chans} w {w} b {b} off {off}"
+                            );
+                        }
+                    }
+                }
             }
-            let c0 = (j % self.groups) * cpg;
-            for (k, (x, y)) in x.chunks(hw).zip(r.y.chunks_mut(hw)).enumerate() {
-                let c = c0 + k;
-                let plan: Plan<T::Acc> = stats.plan.affine(
-                    self.weight.map(|w| w[c].to_acc()),
-                    self.bias.map(|b| b[c].to_acc()),
-                );
-                normalize_row(Some(x), y, None, None, plan);
-            }
-        });
+        }
+    }
+
+    #[test]
+    fn short_segments_in_blocks_match_each_channels_row() {
+        channels_match_rows::<f32>();
+        channels_match_rows::<f64>();
+        #[cfg(feature = "half")]
+        channels_match_rows::<half::f16>();
+        #[cfg(feature = "half")]
+        channels_match_rows::<half::bf16>();
     }
 }

@@ -392,10 +392,21 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
     /// Runs `f(i, row i)` over all rows, serially below the parallel threshold
     /// (`par::worth_parallel`).
     pub(crate) fn run(self, f: impl Fn(usize, RowMut<'_, T, A>) + Sync) {
+        self.run_with(|| (), |_, i, r| f(i, r));
+    }
+
+    /// [`RowsMut::run`] with `f(state, i, row i)`, each task's `state` made by `init` once
+    /// (scratch space on the stack of the task's thread).
+    pub(crate) fn run_with<S>(
+        self,
+        init: impl Fn() -> S + Sync,
+        f: impl Fn(&mut S, usize, RowMut<'_, T, A>) + Sync,
+    ) {
         let (parallel, per_task) = (par::worth_parallel(self.y.len()), self.per_task());
         self.tasks(0, per_task, parallel, &|first, rows| {
+            let mut state = init();
             for (k, r) in rows.into_rows().enumerate() {
-                f(first + k, r);
+                f(&mut state, first + k, r);
             }
         });
     }
@@ -1241,19 +1252,17 @@ impl<A: Float> ColPlan<A> {
         };
         let scaled = plans.iter().any(|p| p.s != A::ONE);
         let offset = plans.iter().any(|p| p.m != A::ZERO);
-        let unfolded = plans.iter().any(Plan::unfolded);
+        let (mut a, mut w) = (field(&|p| p.a), field(&|p| p.w));
+        let unfolded = encode_unfolded(&mut a, &mut w);
         // only the fields `segment`'s variant reads: eval plans need three of the six (all
         // six took 75 µs per 4096-channel call against 45 µs for three; normalizing two
         // rows takes 2 µs)
         let field_if = |on: bool, f: &dyn Fn(&Plan<A>) -> A| if on { field(f) } else { Vec::new() };
         // with a weight unfolded somewhere, every column takes `((x − ps) − m)·a)·w + b`:
         // the folded ones as `(… · 1)·(a·w) + b`, bit for bit their `fma(…, a·w, b)`
-        let (a, w) = if unfolded {
-            let a = field(&|p| if p.unfolded() { p.a } else { A::ONE });
-            (a, field(&|p| if p.unfolded() { p.w } else { p.a }))
-        } else {
-            (field(&|p| p.a), Vec::new())
-        };
+        if !unfolded {
+            w = Vec::new();
+        }
         let fields = [
             field_if(scaled, &|p| p.s),
             field(&|p| -p.ps),
@@ -1365,13 +1374,26 @@ impl<A: Float> ColPlan<A> {
         src: &[T],
         dst: &mut [T],
     ) {
-        match (self.scaled, self.offset, self.w.is_empty()) {
-            (false, false, true) => self.segment::<T, K, MODE, false, false, false>(src, dst),
-            (false, true, true) => self.segment::<T, K, MODE, false, true, false>(src, dst),
-            (true, _, true) => self.segment::<T, K, MODE, true, true, false>(src, dst),
-            (false, _, false) => self.segment::<T, K, MODE, false, true, true>(src, dst),
-            (true, _, false) => self.segment::<T, K, MODE, true, true, true>(src, dst),
+        struct Segment<'p, 's, A, T, const K: usize, const MODE: u8> {
+            plan: &'p ColPlan<A>,
+            src: &'s [T],
+            dst: &'s mut [T],
         }
+        impl<A: Float, T: Element<Acc = A>, const K: usize, const MODE: u8> FieldVariant
+            for Segment<'_, '_, A, T, K, MODE>
+        {
+            #[inline(always)]
+            fn run<const SCALED: bool, const OFFSET: bool, const U: bool>(self) {
+                (self.plan).segment::<T, K, MODE, SCALED, OFFSET, U>(self.src, self.dst)
+            }
+        }
+        let flags = (self.scaled, self.offset, !self.w.is_empty());
+        let segment = Segment::<A, T, K, MODE> {
+            plan: self,
+            src,
+            dst,
+        };
+        by_variant(segment, flags);
     }
 
     /// `dst = plan_j(src)` for a run of whole rows, the body in groups of `K` vectors (`K` a
@@ -1523,11 +1545,17 @@ fn eval_fields<T: Element<Acc = A>, A: Float>(
     let Some(weight) = weight else {
         return false;
     };
-    let mut unfolded = false;
     for ((a, w), wt) in a.iter_mut().zip(w.iter_mut()).zip(weight) {
         (*a, *w) = fold_weight(*a, wt.to_acc());
-        unfolded |= *w != A::ONE;
     }
+    encode_unfolded(a, w)
+}
+
+/// Whether some column's weight stays unfolded (`w ≠ 1`); then every folded column's
+/// `(a, 1)` becomes `(1, a)`, so that all columns take the unfolded form
+/// `((x − ps)·a)·w + b` ([`ColPlan`]'s unfolded variant), the folded ones bit for bit.
+fn encode_unfolded<A: Float>(a: &mut [A], w: &mut [A]) -> bool {
+    let unfolded = w.iter().any(|&w| w != A::ONE);
     if unfolded {
         for (a, w) in a.iter_mut().zip(w.iter_mut()) {
             if *w == A::ONE {
@@ -1538,7 +1566,7 @@ fn eval_fields<T: Element<Acc = A>, A: Float>(
     unfolded
 }
 
-/// Columns per block of [`EvalBlock`].
+/// Columns per block of [`EvalBlock`] (and of GroupNorm's short segments).
 const EVAL_BLOCK: usize = 512;
 
 /// What BatchNorm eval normalizes by: per channel, the running mean and variance, the
@@ -1699,6 +1727,26 @@ fn col_plan<V: Arith, const SCALED: bool, const OFFSET: bool, const U: bool>(
         (y * at(3)).mul_add(at(5), at(4))
     } else {
         y.mul_add(at(3), at(4))
+    }
+}
+
+/// A normalization step monomorphized on the plan fields it reads ([`col_plan`]'s flags).
+trait FieldVariant {
+    /// The step, reading the fields the flags name.
+    fn run<const SCALED: bool, const OFFSET: bool, const U: bool>(self);
+}
+
+/// `v.run()` in the variant that plans with `(scaled, offset, unfolded)` need: five of the
+/// eight (an unfolded weight or a scale read the offset field too, which holds zeros where
+/// a plan has none: `y − 0` is `y` bit for bit).
+#[inline(always)]
+fn by_variant(v: impl FieldVariant, (scaled, offset, unfolded): (bool, bool, bool)) {
+    match (scaled, offset, unfolded) {
+        (false, false, false) => v.run::<false, false, false>(),
+        (false, true, false) => v.run::<false, true, false>(),
+        (true, _, false) => v.run::<true, true, false>(),
+        (false, _, true) => v.run::<false, true, true>(),
+        (true, _, true) => v.run::<true, true, true>(),
     }
 }
 
