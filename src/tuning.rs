@@ -103,14 +103,16 @@ pub const ALONG_MIN_RMS: usize = if cfg!(feature = "row-along") {
 /// for a few rows of many channels.
 pub const EVAL_BLOCK_ROWS: usize = 64;
 
-/// BatchNorm over `Nchw` inputs (eval, and unpadded training) takes each `(n, c)` segment of
-/// at least this many values on its own; shorter segments (BatchNorm1d on `(N, C, L)` with
-/// short `L`, small feature maps) are taken as `N` rows of `C·HW` columns: training's
-/// statistics as column moments, each channel's `HW` columns merged
-/// (`moments::grouped_shifted`), and the normalize step with each channel's plan repeated
-/// over its columns (`ops::ColPlan`, `ops::EvalParams::blocks`), since per-segment set-up
-/// outweighs segments of a few vectors. Measured, 1 thread, % of copy, segments / rows:
-/// eval HW = 4: 1.7 / 41, 16: 11–16 / 51–53, 64: 36–47 / 47–52, 100: 51–67 / 50–52, 196:
-/// 60–82 / 54–56, 3136: 87–98 / 62–77; training (32, 64, 64) 82 / 94–120 µs, (32, 64, 3136)
-/// 3.4 / 36 ms.
+/// BatchNorm over `Nchw` inputs (eval, unpadded training, backward) takes each `(n, c)`
+/// segment of at least this many values on its own; shorter segments (BatchNorm1d on
+/// `(N, C, L)` with short `L`, small feature maps) are taken as `N` rows of `C·HW` columns:
+/// training's statistics as column moments, each channel's `HW` columns merged
+/// (`moments::grouped_shifted`), the normalize step with each channel's plan repeated over
+/// its columns (`ops::ColPlan`, `ops::EvalParams::blocks`), backward's sums as column sums,
+/// since per-segment set-up outweighs segments of a few vectors. Measured, 1 thread, % of
+/// copy, segments / rows: eval HW = 4: 1.7 / 41, 16: 11–16 / 51–53, 64: 36–47 / 47–52, 100:
+/// 51–67 / 50–52, 196: 60–82 / 54–56, 3136: 87–98 / 62–77; training (32, 64, 64) 82 /
+/// 94–120 µs, (32, 64, 3136) 3.4 / 36 ms; backward, µs for (64, 256, HW) f32: HW = 4: 1180
+/// / 52–61, 16: 474–687 / 217–269, 32: 558–564 / 420–424, 49: 652–694 / 690–748, 64:
+/// 1088–1100 / 1513–1812, 100: 1961–2046 / 3333–3424.
 pub const SEGMENT_MIN_HW: usize = 64;

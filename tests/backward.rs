@@ -125,6 +125,8 @@ fn batch_norm_gradients_match_finite_differences() {
         Layout::Nchw { n: 3, hw: 4 },
         Layout::Nhwc { n: 2, hw: 5 },
         Layout::Nchw { n: 4, hw: 1 },
+        // segments of at least `tuning::SEGMENT_MIN_HW` (64) values: one channel at a time
+        Layout::Nchw { n: 2, hw: 67 },
     ] {
         let len = match layout {
             Layout::Nc { n } => n * c,
@@ -382,6 +384,8 @@ fn backward_deterministic_across_thread_counts() {
                 Layout::Nc { n: 15000 },
                 Layout::Nchw { n: 30, hw: 500 },
                 Layout::Nhwc { n: 30, hw: 500 },
+                // short segments: rows of C·HW columns
+                Layout::Nchw { n: 3000, hw: 5 },
             ] {
                 let bn = BatchNorm::new(c).weight(&w[..c]);
                 let (mut m, mut s) = (vec![0.0; c], vec![0.0; c]);

@@ -558,7 +558,9 @@ impl<'a, T: Element> BatchNorm<'a, T> {
     /// channel `Σ dy·(x − mean)·invstd` and `Σ dy` (overwritten). Per channel over its `N`
     /// values: `dx = invstd·w·(dy − mean(dy) − (x − mean)·invstd²·mean((x − mean)·dy))`.
     /// Reads `x` and `dy` once for `Nchw` (each channel's sums and `dx` from cache), twice for
-    /// `Nc` / `Nhwc` (column sums over fixed row blocks merged in a fixed order first).
+    /// `Nc` / `Nhwc` (column sums over fixed row blocks merged in a fixed order first) and for
+    /// `Nchw` segments shorter than `tuning::SEGMENT_MIN_HW`, taken as `N` rows of `C·HW`
+    /// columns (each channel's sums those of its columns, added in f64).
     ///
     /// # Errors
     /// As [`BatchNorm::forward_train`] for the shapes and parameters, and
@@ -603,7 +605,7 @@ impl<'a, T: Element> BatchNorm<'a, T> {
         let parallel = par::worth_parallel(x.len());
         // per channel: (Σ dy·(x − μ)·invstd, Σ dy)
         let grads: Vec<(T::Acc, T::Acc)> = match layout {
-            Layout::Nchw { .. } if hw > 1 => {
+            Layout::Nchw { .. } if hw >= tuning::SEGMENT_MIN_HW => {
                 let per_task = (tuning::PAR_ELEMS / 4 / count).max(1);
                 each_channel(by_channel(dx, c, n, hw), per_task, parallel, |j, ch| {
                     let seg = |i: usize| {
@@ -628,20 +630,33 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 })
             }
             _ => {
-                // column sums over fixed row blocks, then dx row by row
-                let rows = count;
-                let per_block = rows_per_block(c);
+                // column sums over fixed row blocks, then dx row by row; (N, C, HW) with
+                // short segments as N rows of C·HW columns, each channel's statistics and
+                // coefficients repeated over its HW columns, its sums those of its columns
+                let repeat = if matches!(layout, Layout::Nchw { .. }) {
+                    hw
+                } else {
+                    1
+                };
+                let (cols, rows) = (c * repeat, count / repeat);
+                let spread = |v: &mut dyn Iterator<Item = T::Acc>| -> Vec<T::Acc> {
+                    v.flat_map(|v| std::iter::repeat_n(v, repeat)).collect()
+                };
+                let mu = spread(&mut saved_mean.iter().copied());
+                let a = spread(&mut saved_invstd.iter().copied());
+                let per_block = rows_per_block(cols);
                 let blocks = rows.div_ceil(per_block);
-                let par_leaves = (tuning::PAR_ELEMS / (per_block * c)).max(2);
+                let par_leaves = (tuning::PAR_ELEMS / (per_block * cols)).max(2);
                 let col_sums = |h: T::Acc| {
                     par::reduce(
                         blocks,
                         par_leaves,
                         &|b| {
-                            let (mut s1, mut s2) = (vec![T::Acc::ZERO; c], vec![T::Acc::ZERO; c]);
+                            let zeros = || vec![T::Acc::ZERO; cols];
+                            let (mut s1, mut s2) = (zeros(), zeros());
                             for r in b * per_block..rows.min((b + 1) * per_block) {
-                                let (d, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
-                                col_sums_row(d, xr, saved_mean, saved_invstd, h, &mut s1, &mut s2);
+                                let (d, xr) = (&dy[r * cols..][..cols], &x[r * cols..][..cols]);
+                                col_sums_row(d, xr, &mu, &a, h, &mut s1, &mut s2);
                             }
                             (s1, s2)
                         },
@@ -658,10 +673,10 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                 };
                 // x − μ overflowing in some column (see `Center`): every column halved
                 let bad = |s: &(Vec<T::Acc>, Vec<T::Acc>)| {
-                    (0..c).any(|j| {
+                    (0..cols).any(|j| {
                         !(s.0[j].is_finite() && s.1[j].is_finite())
-                            && saved_mean[j].is_finite()
-                            && saved_invstd[j].is_finite()
+                            && mu[j].is_finite()
+                            && a[j].is_finite()
                     })
                 };
                 let mut h = T::Acc::ONE;
@@ -670,37 +685,40 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     h = T::Acc::from_f64(0.5);
                     sums = col_sums(h);
                 }
-                let (s1, s2) = sums;
+                // each channel's sums: its columns', added in f64 in order (one column: its
+                // sum as it is, −0 kept)
+                let chan = |s: &[T::Acc]| -> Vec<f64> {
+                    let sum = |k: &[T::Acc]| k.iter().map(|v| v.to_f64()).reduce(|a, b| a + b);
+                    s.chunks(repeat).map(|k| sum(k).unwrap_or(0.0)).collect()
+                };
+                let (s1, s2) = (chan(&sums.0), chan(&sums.1));
                 let coefs: Vec<Coef<T::Acc>> = (0..c)
                     .map(|j| {
                         let w = w_of(j);
-                        Coef::new(
-                            Center::new(saved_mean[j], saved_invstd[j], false),
-                            saved_invstd[j],
-                            s1[j].to_f64() * w.to_f64(),
-                            s2[j].to_f64() * w.to_f64(),
-                            count,
-                            w,
-                        )
+                        let (m, r) = (saved_mean[j], saved_invstd[j]);
+                        let (s1, s2) = (s1[j] * w.to_f64(), s2[j] * w.to_f64());
+                        Coef::new(Center::new(m, r, false), r, s1, s2, count, w)
                     })
                     .collect();
+                let field = |f: fn(&Coef<T::Acc>) -> T::Acc| spread(&mut coefs.iter().map(f));
                 let cc = ColCoef {
-                    mu: saved_mean.to_vec(),
-                    a: saved_invstd.to_vec(),
+                    mu,
+                    a,
                     h,
-                    post: coefs.iter().map(|k| k.post).collect(),
-                    alpha: coefs.iter().map(|k| k.alpha).collect(),
-                    beta: coefs.iter().map(|k| k.beta).collect(),
-                    gamma: coefs.iter().map(|k| k.gamma).collect(),
+                    post: field(|k| k.post),
+                    alpha: field(|k| k.alpha),
+                    beta: field(|k| k.beta),
+                    gamma: field(|k| k.gamma),
                 };
-                let per_task = (tuning::PAR_ELEMS / 4 / c).max(1) * c;
+                let per_task = (tuning::PAR_ELEMS / 4 / cols).max(1) * cols;
                 par::for_each_chunk_mut(dx, per_task, parallel, |t, dx| {
-                    for (k, o) in dx.chunks_mut(c).enumerate() {
-                        let at = t * per_task + k * c;
-                        col_dx_row(&dy[at..][..c], &x[at..][..c], &cc, o);
+                    for (k, o) in dx.chunks_mut(cols).enumerate() {
+                        let at = t * per_task + k * cols;
+                        col_dx_row(&dy[at..][..cols], &x[at..][..cols], &cc, o);
                     }
                 });
-                (0..c).map(|j| (s2[j], s1[j])).collect()
+                let acc = T::Acc::from_f64;
+                (0..c).map(|j| (acc(s2[j]), acc(s1[j]))).collect()
             }
         };
         if let Some(dw) = dweight {
