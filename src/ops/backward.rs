@@ -54,6 +54,11 @@ impl<A: Float> Center<A> {
         }
     }
 
+    /// The factor `h` (1, or 1/2 where `x − μ` overflows).
+    pub(crate) fn h(&self) -> A {
+        self.h
+    }
+
     /// Runs `f(center)` plainly, and again halved if that gave a non-finite result from a
     /// finite μ and a.
     pub(crate) fn rescued<R>(
@@ -620,20 +625,21 @@ pub(crate) fn col_sums_row<T: Element>(
     }
 }
 
-/// Per-column [`Coef`]s as arrays (BatchNorm `Nc` / `Nhwc` backward).
-pub(crate) struct ColCoef<A> {
-    pub(crate) mu: Vec<A>,
-    pub(crate) a: Vec<A>,
-    pub(crate) post: Vec<A>,
+/// Per-column [`Coef`]s as arrays (BatchNorm `Nc` / `Nhwc` backward, GroupNorm's short
+/// segments), each as long as the rows.
+pub(crate) struct ColCoef<'c, A> {
+    pub(crate) mu: &'c [A],
+    pub(crate) a: &'c [A],
+    pub(crate) post: &'c [A],
     /// 1, or 1/2 where `x − μ` overflows (see [`Center`]).
     pub(crate) h: A,
-    pub(crate) alpha: Vec<A>,
-    pub(crate) beta: Vec<A>,
-    pub(crate) gamma: Vec<A>,
+    pub(crate) alpha: &'c [A],
+    pub(crate) beta: &'c [A],
+    pub(crate) gamma: &'c [A],
 }
 
 /// `dx = dy·α_j + x̂·β_j + γ_j`, `x̂ = (x − μ_j)·a_j`, over one `(rows, C)` row.
-pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx: &mut [T]) {
+pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<'_, T::Acc>, dx: &mut [T]) {
     type E<T> = <T as Element>::Acc;
     let (hv, ih, zero) = (
         V::<T>::splat(c.h),
@@ -649,12 +655,12 @@ pub(crate) fn col_dx_row<T: Element>(dy: &[T], x: &[T], c: &ColCoef<T::Acc>, dx:
     let (dc, dt) = T::as_chunks(dy);
     let (xc, xt) = T::as_chunks(x);
     let (oc, ot) = T::as_chunks_mut(dx);
-    let (mc, mt) = E::<T>::as_chunks(&c.mu);
-    let (rc, rt) = E::<T>::as_chunks(&c.a);
-    let (lc, lt) = E::<T>::as_chunks(&c.alpha);
-    let (bc, bt) = E::<T>::as_chunks(&c.beta);
-    let (gc, gt) = E::<T>::as_chunks(&c.gamma);
-    let (pc, pt) = E::<T>::as_chunks(&c.post);
+    let (mc, mt) = E::<T>::as_chunks(c.mu);
+    let (rc, rt) = E::<T>::as_chunks(c.a);
+    let (lc, lt) = E::<T>::as_chunks(c.alpha);
+    let (bc, bt) = E::<T>::as_chunks(c.beta);
+    let (gc, gt) = E::<T>::as_chunks(c.gamma);
+    let (pc, pt) = E::<T>::as_chunks(c.post);
     for (i, (o, (d, x))) in oc.iter_mut().zip(dc.iter().zip(xc)).enumerate() {
         let v = f(
             T::load(d),

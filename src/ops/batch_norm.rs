@@ -701,14 +701,20 @@ impl<'a, T: Element> BatchNorm<'a, T> {
                     })
                     .collect();
                 let field = |f: fn(&Coef<T::Acc>) -> T::Acc| spread(&mut coefs.iter().map(f));
+                let [post, alpha, beta, gamma] = [
+                    field(|k| k.post),
+                    field(|k| k.alpha),
+                    field(|k| k.beta),
+                    field(|k| k.gamma),
+                ];
                 let cc = ColCoef {
-                    mu,
-                    a,
+                    mu: &mu,
+                    a: &a,
                     h,
-                    post: field(|k| k.post),
-                    alpha: field(|k| k.alpha),
-                    beta: field(|k| k.beta),
-                    gamma: field(|k| k.gamma),
+                    post: &post,
+                    alpha: &alpha,
+                    beta: &beta,
+                    gamma: &gamma,
                 };
                 let per_task = (tuning::PAR_ELEMS / 4 / cols).max(1) * cols;
                 par::for_each_chunk_mut(dx, per_task, parallel, |t, dx| {

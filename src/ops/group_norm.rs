@@ -5,7 +5,9 @@
 //! time, or, where a channel's segment is shorter than a vector, the group's channels a
 //! block at a time, each channel's plan repeated over its values (`ChannelBlock`).
 
-use super::backward::{Center, Coef, Grads, dx_pass, rows_per_block, set_sums};
+use super::backward::{
+    Center, Coef, ColCoef, Grads, col_dx_row, col_sums_row, dx_pass, rows_per_block, set_sums,
+};
 use super::{
     EVAL_BLOCK, FieldVariant, Plan, RowMut, RowsMut, Stats, by_variant, check_channels,
     check_param, col_plan, encode_unfolded, expand, map_row_grouped, normalize_row,
@@ -235,28 +237,35 @@ impl<'a, T: Element> GroupNorm<'a, T> {
         let per_block = rows_per_block(len);
         let par_leaves = (tuning::PAR_ELEMS / (per_block * len)).max(2);
         let w_of = |c: usize| self.weight.map_or(T::Acc::ONE, |w| w[c].to_acc());
+        // segments shorter than a vector: the row in blocks of channels (`ShortGrad`)
+        let short = hw < T::Acc::LANES && len >= T::Acc::LANES;
         let leaf = |blk: usize, dx: &mut [T]| {
             let mut g = Grads::zeros(self.channels, want_w, want_b);
             let mut seg_sums = vec![(T::Acc::ZERO, T::Acc::ZERO); cpg];
+            let mut scratch = short.then(ShortGrad::<T::Acc>::new);
             for (k, dxr) in dx.chunks_mut(len).enumerate() {
                 let j = blk * per_block + k; // (sample, group) index
                 let c0 = (j % self.groups) * cpg;
                 let (dyr, xr) = (&dy[j * len..][..len], &x[j * len..][..len]);
-                let segs = dyr.chunks(hw).zip(xr.chunks(hw));
                 let (mu, a) = (mean[j], rstd[j]);
-                let segs_w = || {
-                    segs.clone()
-                        .enumerate()
-                        .map(|(q, (d, x))| (d, x, w_of(c0 + q)))
-                };
-                let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
-                let (cen, (s1, s2)) =
-                    Center::rescued(mu, a, fin, |cen| set_sums(segs_w(), cen, &mut seg_sums));
-                for (q, ((d, x), o)) in segs.zip(dxr.chunks_mut(hw)).enumerate() {
-                    let coef = Coef::new(cen, a, s1, s2, len, w_of(c0 + q));
-                    dx_pass(d, x, None, coef, o, None, None);
-                    let (sd, sdx) = seg_sums[q];
-                    let (gw, gb) = g.parts();
+                let w = |q: usize| w_of(c0 + q);
+                match &mut scratch {
+                    Some(s) => s.row(dyr, xr, dxr, hw, (mu, a), w, &mut seg_sums),
+                    None => {
+                        let segs = dyr.chunks(hw).zip(xr.chunks(hw));
+                        let segs_w = || segs.clone().enumerate().map(|(q, (d, x))| (d, x, w(q)));
+                        let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
+                        let (cen, (s1, s2)) = Center::rescued(mu, a, fin, |cen| {
+                            set_sums(segs_w(), cen, &mut seg_sums)
+                        });
+                        for (q, ((d, x), o)) in segs.zip(dxr.chunks_mut(hw)).enumerate() {
+                            let coef = Coef::new(cen, a, s1, s2, len, w(q));
+                            dx_pass(d, x, None, coef, o, None, None);
+                        }
+                    }
+                }
+                let (gw, gb) = g.parts();
+                for (q, &(sd, sdx)) in seg_sums.iter().enumerate() {
                     if want_w {
                         gw[c0 + q] = gw[c0 + q] + sdx;
                     }
@@ -400,6 +409,104 @@ impl<A: Float> ChannelBlock<A> {
     }
 }
 
+/// Scratch of GroupNorm's backward over a row of segments shorter than a vector: per value
+/// of a block of channels, the fields of [`col_sums_row`] and [`col_dx_row`] (the group's
+/// mean and rstd, the channel's α and post, the group's β and γ) and the per-value sums,
+/// on the stack. Full vectors across channel boundaries, where each segment's own sums and
+/// `dx_pass` took partial vectors (~70 ns a 4-value segment).
+struct ShortGrad<A> {
+    mu: [A; EVAL_BLOCK],
+    a: [A; EVAL_BLOCK],
+    alpha: [A; EVAL_BLOCK],
+    post: [A; EVAL_BLOCK],
+    beta: [A; EVAL_BLOCK],
+    gamma: [A; EVAL_BLOCK],
+    p1: [A; EVAL_BLOCK],
+    p2: [A; EVAL_BLOCK],
+}
+
+impl<A: Float> ShortGrad<A> {
+    /// Empty scratch.
+    fn new() -> Self {
+        Self {
+            mu: [A::ZERO; EVAL_BLOCK],
+            a: [A::ZERO; EVAL_BLOCK],
+            alpha: [A::ZERO; EVAL_BLOCK],
+            post: [A::ZERO; EVAL_BLOCK],
+            beta: [A::ZERO; EVAL_BLOCK],
+            gamma: [A::ZERO; EVAL_BLOCK],
+            p1: [A::ZERO; EVAL_BLOCK],
+            p2: [A::ZERO; EVAL_BLOCK],
+        }
+    }
+
+    /// `dx` of one (sample, group) row of `hw`-value segments with the group's `(mean,
+    /// rstd)` and channel `q`'s weight `w(q)`, and each segment's `(Σ dy, Σ dy·x̂)` in
+    /// `seg`: the segment path's formulas (`set_sums`, `Coef`, `dx_pass`: the weighted sums
+    /// in f64, `Center`'s rescue), each segment's sums added in order rather than by lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn row<T: Element<Acc = A>>(
+        &mut self,
+        dy: &[T],
+        x: &[T],
+        dx: &mut [T],
+        hw: usize,
+        (mu, a): (A, A),
+        w: impl Fn(usize) -> A,
+        seg: &mut [(A, A)],
+    ) {
+        let len = x.len();
+        let per = EVAL_BLOCK / hw;
+        let span = per * hw;
+        let m0 = len.min(span);
+        self.mu[..m0].fill(mu);
+        self.a[..m0].fill(a);
+        let sum = |s: &[A]| s.iter().fold(A::ZERO, |t, &v| t + v);
+        let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
+        let (cen, (s1, s2)) = Center::rescued(mu, a, fin, |cen| {
+            let (mut t1, mut t2) = (0.0f64, 0.0f64);
+            for (b, (d, x)) in dy.chunks(span).zip(x.chunks(span)).enumerate() {
+                let m = d.len();
+                let (p1, p2) = (&mut self.p1[..m], &mut self.p2[..m]);
+                p1.fill(A::ZERO);
+                p2.fill(A::ZERO);
+                col_sums_row(d, x, &self.mu[..m], &self.a[..m], cen.h(), p1, p2);
+                for (q, (u, v)) in p1.chunks(hw).zip(p2.chunks(hw)).enumerate() {
+                    let k = b * per + q;
+                    seg[k] = (sum(u), sum(v));
+                    let wk = w(k).to_f64();
+                    t1 += wk * seg[k].0.to_f64();
+                    t2 += wk * seg[k].1.to_f64();
+                }
+            }
+            (t1, t2)
+        });
+        // β and γ do not depend on the weight
+        let row = Coef::new(cen, a, s1, s2, len, A::ONE);
+        self.beta[..m0].fill(row.beta);
+        self.gamma[..m0].fill(row.gamma);
+        let blocks = dy.chunks(span).zip(x.chunks(span)).zip(dx.chunks_mut(span));
+        for (b, ((d, x), o)) in blocks.enumerate() {
+            let m = d.len();
+            for q in 0..m / hw {
+                let c = Coef::new(cen, a, s1, s2, len, w(b * per + q));
+                self.alpha[q * hw..][..hw].fill(c.alpha);
+                self.post[q * hw..][..hw].fill(c.post);
+            }
+            let cc = ColCoef {
+                mu: &self.mu[..m],
+                a: &self.a[..m],
+                h: cen.h(),
+                alpha: &self.alpha[..m],
+                post: &self.post[..m],
+                beta: &self.beta[..m],
+                gamma: &self.gamma[..m],
+            };
+            col_dx_row(d, x, &cc, o);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +577,97 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `ShortGrad::row` against the segment path (`set_sums`, `Coef`, `dx_pass` per
+    /// segment): each segment's sums and `dx` bit for bit for one-value segments (the same
+    /// additions), else within 32 ε of the row's largest |dx| and of each segment's Σ|terms|
+    /// (the segments' sums are added in another order: lanes against in order, each sum a
+    /// few ε of its terms); every segment length below a vector, one block of channels and
+    /// several, tiny weights (α scaled up, `Coef::post`), huge ones, and `x − μ`
+    /// overflowing (`Center`'s halving).
+    fn short_grad_matches_segments<T: Element>() {
+        type A<T> = <T as Element>::Acc;
+        let f = A::<T>::from_f64;
+        let eps = A::<T>::EPSILON.to_f64();
+        let mut scratch = ShortGrad::<A<T>>::new();
+        let big = A::<T>::MAX.to_f64() * 0.75;
+        for case in 0..3 {
+            for hw in 1..A::<T>::LANES {
+                for cpg in [A::<T>::LANES.div_ceil(hw), 7, 2 * EVAL_BLOCK / hw + 3] {
+                    let len = cpg * hw;
+                    let val = |k: usize, s: f64| ((k * 37 + case) % 101) as f64 * s - 3.0;
+                    let (x, mu, a): (Vec<T>, _, _) = if case == 2 {
+                        // x − μ overflows (values near +MAX, μ near −MAX)
+                        let x =
+                            (0..len).map(|k| T::from_acc(f(big * (1.0 + val(k, 0.0625) / 7e3))));
+                        (x.collect(), f(-big), f(1.0 / big))
+                    } else {
+                        let x = (0..len).map(|k| T::from_acc(f(val(k, 0.0625))));
+                        (x.collect(), f(0.125), f(1.5))
+                    };
+                    // (case 2: dx = dy·a·w + … with a = 1/big: dy large to keep dx normal)
+                    let dys = if case == 2 { 1e30 } else { 1.0 };
+                    let dy = (0..len).map(|k| T::from_acc(f(dys * val(k * 3, 0.03))));
+                    let dy: Vec<T> = dy.collect();
+                    let w = |q: usize| match (q + case) % 5 {
+                        0 if case == 1 => f(1e-40),
+                        1 => f(1e20),
+                        k => f(k as f64 * 0.5 - 0.75),
+                    };
+                    // the segment path
+                    let segs = dy.chunks(hw).zip(x.chunks(hw));
+                    let segs_w = || segs.clone().enumerate().map(|(q, (d, x))| (d, x, w(q)));
+                    let mut want_sums = vec![(f(0.0), f(0.0)); cpg];
+                    let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
+                    let (cen, (s1, s2)) =
+                        Center::rescued(mu, a, fin, |cen| set_sums(segs_w(), cen, &mut want_sums));
+                    let mut want = vec![T::from_acc(f(0.0)); len];
+                    for (q, ((d, x), o)) in segs.zip(want.chunks_mut(hw)).enumerate() {
+                        let coef = Coef::new(cen, a, s1, s2, len, w(q));
+                        dx_pass(d, x, None, coef, o, None, None);
+                    }
+                    let mut got = vec![T::from_acc(f(0.0)); len];
+                    let mut got_sums = vec![(f(0.0), f(0.0)); cpg];
+                    scratch.row(&dy, &x, &mut got, hw, (mu, a), w, &mut got_sums);
+                    let what = format!(
+                        "{} case {case} hw {hw} cpg {cpg}",
+                        std::any::type_name::<T>()
+                    );
+                    let v = |t: T| t.to_acc().to_f64();
+                    let scale = want.iter().map(|&t| v(t).abs()).fold(0.0, f64::max);
+                    assert!(scale.is_finite() && scale > 0.0, "{what}: scale {scale}");
+                    for (k, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                        let (g, r) = (v(g), v(r));
+                        let tol = if hw == 1 { 0.0 } else { 32.0 * eps * scale };
+                        assert!((g - r).abs() <= tol, "{what}: dx[{k}] {g} vs {r}");
+                    }
+                    for (q, (g, r)) in got_sums.iter().zip(&want_sums).enumerate() {
+                        let terms = |p: usize| -> f64 {
+                            let seg = q * hw..(q + 1) * hw;
+                            // halved: no overflow in case 2's f64
+                            let (m, a) = (mu.to_f64() / 2.0, a.to_f64() * 2.0);
+                            let xh = |k: usize| (v(x[k]) / 2.0 - m) * a;
+                            let t = |k: usize| v(dy[k]).abs() * [1.0, xh(k).abs()][p];
+                            seg.map(t).sum()
+                        };
+                        for (p, (g, r)) in [(g.0, r.0), (g.1, r.1)].into_iter().enumerate() {
+                            let (g, r) = (g.to_f64(), r.to_f64());
+                            let tol = if hw == 1 { 0.0 } else { 32.0 * eps * terms(p) };
+                            assert!((g - r).abs() <= tol, "{what}: seg {q}.{p} {g} vs {r}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_segment_gradients_match_the_segment_path() {
+        short_grad_matches_segments::<f32>();
+        short_grad_matches_segments::<f64>();
+        #[cfg(feature = "half")]
+        short_grad_matches_segments::<half::bf16>();
     }
 
     #[test]
