@@ -251,18 +251,7 @@ impl<'a, T: Element> GroupNorm<'a, T> {
                 let w = |q: usize| w_of(c0 + q);
                 match &mut scratch {
                     Some(s) => s.row(dyr, xr, dxr, hw, (mu, a), w, &mut seg_sums),
-                    None => {
-                        let segs = dyr.chunks(hw).zip(xr.chunks(hw));
-                        let segs_w = || segs.clone().enumerate().map(|(q, (d, x))| (d, x, w(q)));
-                        let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
-                        let (cen, (s1, s2)) = Center::rescued(mu, a, fin, |cen| {
-                            set_sums(segs_w(), cen, &mut seg_sums)
-                        });
-                        for (q, ((d, x), o)) in segs.zip(dxr.chunks_mut(hw)).enumerate() {
-                            let coef = Coef::new(cen, a, s1, s2, len, w(q));
-                            dx_pass(d, x, None, coef, o, None, None);
-                        }
-                    }
+                    None => segment_grad(dyr, xr, dxr, hw, (mu, a), w, &mut seg_sums),
                 }
                 let (gw, gb) = g.parts();
                 for (q, &(sd, sdx)) in seg_sums.iter().enumerate() {
@@ -406,6 +395,30 @@ impl<A: Float> ChannelBlock<A> {
             y,
         };
         by_variant(group, (plan.s != A::ONE, plan.m != A::ZERO, unfolded));
+    }
+}
+
+/// `dx` of one (sample, group) row of `hw`-value segments, a segment at a time, with the
+/// group's `(mean, rstd)` and channel `q`'s weight `w(q)`, and each segment's
+/// `(Σ dy, Σ dy·x̂)` in `seg`: the weighted sums in f64 (`set_sums`, `Center`'s rescue),
+/// then each segment's `Coef` and `dx_pass`.
+#[allow(clippy::too_many_arguments)]
+fn segment_grad<T: Element>(
+    dy: &[T],
+    x: &[T],
+    dx: &mut [T],
+    hw: usize,
+    (mu, a): (T::Acc, T::Acc),
+    w: impl Fn(usize) -> T::Acc,
+    seg: &mut [(T::Acc, T::Acc)],
+) {
+    let segs = dy.chunks(hw).zip(x.chunks(hw));
+    let segs_w = || segs.clone().enumerate().map(|(q, (d, x))| (d, x, w(q)));
+    let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
+    let (cen, (s1, s2)) = Center::rescued(mu, a, fin, |cen| set_sums(segs_w(), cen, seg));
+    for (q, ((d, x), o)) in segs.zip(dx.chunks_mut(hw)).enumerate() {
+        let coef = Coef::new(cen, a, s1, s2, dy.len(), w(q));
+        dx_pass(d, x, None, coef, o, None, None);
     }
 }
 
@@ -616,17 +629,9 @@ mod tests {
                         k => f(k as f64 * 0.5 - 0.75),
                     };
                     // the segment path
-                    let segs = dy.chunks(hw).zip(x.chunks(hw));
-                    let segs_w = || segs.clone().enumerate().map(|(q, (d, x))| (d, x, w(q)));
                     let mut want_sums = vec![(f(0.0), f(0.0)); cpg];
-                    let fin = |s: &(f64, f64)| s.0.is_finite() && s.1.is_finite();
-                    let (cen, (s1, s2)) =
-                        Center::rescued(mu, a, fin, |cen| set_sums(segs_w(), cen, &mut want_sums));
                     let mut want = vec![T::from_acc(f(0.0)); len];
-                    for (q, ((d, x), o)) in segs.zip(want.chunks_mut(hw)).enumerate() {
-                        let coef = Coef::new(cen, a, s1, s2, len, w(q));
-                        dx_pass(d, x, None, coef, o, None, None);
-                    }
+                    segment_grad(&dy, &x, &mut want, hw, (mu, a), w, &mut want_sums);
                     let mut got = vec![T::from_acc(f(0.0)); len];
                     let mut got_sums = vec![(f(0.0), f(0.0)); cpg];
                     scratch.row(&dy, &x, &mut got, hw, (mu, a), w, &mut got_sums);
