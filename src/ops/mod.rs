@@ -642,8 +642,7 @@ pub(crate) fn map_row_grouped<
     let (n, lanes) = (dst.len(), T::Acc::LANES);
     let ex = each(ex, |e| &e[..n]);
     if n < lanes {
-        let v = f(load_at(src.unwrap_or(dst), 0, n), loads(ex, 0, n), 0, n);
-        store_at(v, dst, 0, n);
+        by_values(src, dst, ex, f);
         return;
     }
     let (h, end) = body_of(dst);
@@ -703,6 +702,29 @@ pub(crate) fn map_row_grouped<
         }
     }
     store_ends(dst, ends);
+}
+
+/// [`map_row_grouped`] over a row shorter than a vector, a value at a time: value `i` in
+/// every lane of its vectors (`f(v, ex, i, 1)`, whose lane 0 is stored). The lanes of a
+/// vector are computed alike, so these are the bits a partial vector would give; a partial
+/// load assembles its vector through memory and waits for those stores to reach it (memcpy
+/// then a load too wide to be forwarded: ~a third of a LayerNorm row of 4 values).
+#[inline(always)]
+fn by_values<T: Element, U: Element<Acc = T::Acc>, const E: usize>(
+    src: Option<&[T]>,
+    dst: &mut [T],
+    ex: [&[U]; E],
+    f: impl Fn(V<T>, [V<T>; E], usize, usize) -> V<T>,
+) {
+    for i in 0..dst.len() {
+        let x = src.map_or(dst[i], |s| s[i]);
+        let mut e = [V::<T>::ZERO; E];
+        for (e, x) in e.iter_mut().zip(ex) {
+            *e = V::<T>::splat(x[i].to_acc());
+        }
+        let v = f(V::<T>::splat(x.to_acc()), e, i, 1);
+        dst[i] = T::from_acc(v.to_array().as_ref()[0]);
+    }
 }
 
 /// Work carried along a row's normalize step by [`map_row_along`]: `run` calls `step()`
@@ -1801,6 +1823,55 @@ mod tests {
         }
     }
 
+    /// A row shorter than a vector, normalized a value at a time ([`by_values`]), gets the
+    /// bits its values get as the first lanes of a whole vector: every length, plans that
+    /// scale (a rescued row) or not, with an offset, with a weight folded or not (one of
+    /// 2⁻¹³⁰ in f32 stays apart, [`Plan::affine`]), with and without weight and bias slices, from a
+    /// source and in place.
+    fn short_rows_match_whole_vectors<T: Element>() {
+        let lanes = T::Acc::LANES;
+        let val = |k: usize, c: f64| {
+            T::from_acc(T::Acc::from_f64(
+                ((k * 37 % 101) as f64 - 50.0) * 0.0173 + c,
+            ))
+        };
+        let x: Vec<T> = (0..lanes).map(|k| val(k, 3.0)).collect();
+        let w: Vec<T> = (0..lanes).map(|k| val(k * 7 + 1, 0.9)).collect();
+        let b: Vec<T> = (0..lanes).map(|k| val(k * 3 + 2, -0.2)).collect();
+        let a = |v: f64| T::Acc::from_f64(v);
+        let (base, _) = Plan::new(a(2.9), a(0.0271), a(0.83), 0, 1e-5);
+        let (scaled, _) = Plan::new(a(2.9 * 8.0), a(0.0271 * 8.0), a(0.83 * 64.0), 3, 1e-5);
+        let apart = base.affine(Some(T::Acc::MIN_POSITIVE * T::Acc::exp2i(-4)), Some(a(0.5)));
+        let folded = scaled.affine(Some(a(-1.7)), Some(a(0.25)));
+        assert!(apart.unfolded() && !folded.unfolded() && scaled.s != T::Acc::ONE);
+        for plan in [base, scaled, apart, folded] {
+            type Params<'s, T> = (Option<&'s [T]>, Option<&'s [T]>);
+            let slices: &[Params<'_, T>] = if plan.unfolded() || plan.c != T::Acc::ZERO {
+                &[(None, None)]
+            } else {
+                &[
+                    (None, None),
+                    (Some(&w), None),
+                    (None, Some(&b)),
+                    (Some(&w), Some(&b)),
+                ]
+            };
+            for &(wv, bv) in slices {
+                let mut whole = vec![T::from_acc(T::Acc::ZERO); lanes];
+                normalize_row(Some(&x), &mut whole, wv, bv, plan);
+                for n in 1..lanes {
+                    let (wn, bn) = (wv.map(|s| &s[..n]), bv.map(|s| &s[..n]));
+                    let mut y = vec![T::from_acc(T::Acc::ZERO); n];
+                    normalize_row(Some(&x[..n]), &mut y, wn, bn, plan);
+                    assert_eq!(bits(&y), bits(&whole[..n]), "n {n} {plan:?}");
+                    let mut y = x[..n].to_vec();
+                    normalize_row(None, &mut y, wn, bn, plan);
+                    assert_eq!(bits(&y), bits(&whole[..n]), "in place, n {n} {plan:?}");
+                }
+            }
+        }
+    }
+
     /// Plans for `cols` columns, with scales (`scaled`), offsets and unfolded weights where
     /// asked, values varying by column.
     fn plans<A: Float>(cols: usize, scaled: bool, offset: bool, unfolded: bool) -> Vec<Plan<A>> {
@@ -2059,6 +2130,11 @@ mod tests {
     #[test]
     fn map_row_covers_every_value_at_every_offset() {
         for_every_element!(map_row_covers);
+    }
+
+    #[test]
+    fn rows_shorter_than_a_vector_get_the_bits_of_whole_vectors() {
+        for_every_element!(short_rows_match_whole_vectors);
     }
 
     #[test]
