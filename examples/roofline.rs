@@ -277,9 +277,16 @@ fn main() {
     }
     // LayerNorm / RMSNorm forward: reads x once and writes y (2 × the bytes, as the copy).
     let shapes: &[(usize, usize)] = if o.quick {
-        &[(1, 4096), (128, 4096)]
+        &[(1, 4096), (128, 4096), (4096, 8)]
     } else {
-        &[(1, 4096), (128, 4096), (4096, 4096), (65536, 256)]
+        // rows shorter than a vector (65536×8) are per-row work, not bandwidth
+        &[
+            (1, 4096),
+            (128, 4096),
+            (4096, 4096),
+            (65536, 256),
+            (65536, 8),
+        ]
     };
     for &(r, c) in shapes {
         let (x, w, b) = (data(r * c), data(c), data(c));
@@ -313,6 +320,8 @@ fn main() {
             ("(32, 56·56, 64)", Layout::Nhwc { n: 32, hw: 3136 }, 64),
             // BatchNorm1d at a decode-sized batch: the per-channel plans weigh most
             ("(8, 4096)", Layout::Nc { n: 8 }, 4096),
+            // 2×2 feature maps: segments (and InstanceNorm rows) shorter than a vector
+            ("(64, 256, 2, 2)", Layout::Nchw { n: 64, hw: 4 }, 256),
         ]
     };
     for &(shape, layout, c) in shapes {
@@ -351,6 +360,13 @@ fn main() {
                 gn.forward(black_box(&x), n, hw, &mut y).unwrap()
             });
             rows.push(Row::vs_copy("group_norm32", "f32", shape, bytes, t));
+            if hw < 16 {
+                let inst = GroupNorm::instance(c).weight(&w).bias(&b);
+                let t = paired(&pool, reps, &mut [&mut copy], &mut || {
+                    inst.forward(black_box(&x), n, hw, &mut y).unwrap()
+                });
+                rows.push(Row::vs_copy("instance_norm", "f32", shape, bytes, t));
+            }
         }
     }
     // Backward passes: read x and dy, write dx; the copy baseline moves the same bytes
