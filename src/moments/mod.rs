@@ -484,7 +484,9 @@ pub(crate) fn mean_square_from<T: Element>(x: &[T], sq: T::Acc) -> Option<(T::Ac
     }
 }
 
-/// Moments of `x` by `kernel`, with [`pilot_of`] as pilot and the rescue.
+/// Moments of `x` by `kernel`, with [`pilot_of`] as pilot and the rescue; a slice shorter
+/// than a vector with an `f32` accumulator by the scalar `f64` two-pass of [`tiny`] instead
+/// (the same bits for every `kernel`).
 #[inline]
 fn estimate<T: Element>(
     x: &[T],
@@ -492,6 +494,10 @@ fn estimate<T: Element>(
 ) -> Moments<T::Acc> {
     if x.is_empty() {
         return Moments::EMPTY;
+    }
+    if tiny::takes(x) {
+        let (p, run) = tiny::row_shifted(x);
+        return run.unshift(p);
     }
     let p = pilot_of(x);
     run(x, p, kernel).unshift(p)
@@ -532,7 +538,13 @@ pub fn two_pass<T: Element>(x: &[T]) -> Moments<T::Acc> {
 
 /// Mean and variance by the recommended method for the size of `x`.
 ///
-/// On every size measured this is [`welford`](fn@welford): single pass, and no slower than
+/// Slices shorter than a vector with an `f32` accumulator (fewer than 16 `f32`, `f16` or
+/// `bf16` values; [`welford`](fn@welford) and [`two_pass`](fn@two_pass) too) take the
+/// corrected two-pass in scalar `f64`, rounded once: the vector kernels' partial loads and
+/// lane folds cost ~64 ns on so few values (182 ns on one value, always rescued as constant),
+/// against 8–27 ns (10 ns) that way, measured through `row_moments`.
+///
+/// On every other size measured this is [`welford`](fn@welford): single pass, and no slower than
 /// [`two_pass`](fn@two_pass) even when `x` sits in L1. Measured on Zen 4 (AVX-512, 1 thread, ns per call):
 ///
 /// | n | 64 | 1024 | 4096 | 16384 | 65536 | 262144 | 1e8 |
@@ -559,11 +571,7 @@ pub fn moments<T: Element>(x: &[T]) -> Moments<T::Acc> {
 
 /// One `Moments` per row of a `(rows, row_len)` matrix: the LayerNorm statistic.
 ///
-/// Each row's [`moments`], but for rows shorter than a vector with an `f32` accumulator
-/// (fewer than 16 `f32`, `f16` or `bf16` values), whose moments are computed in scalar
-/// `f64` and rounded once (as LayerNorm's): more accurate, and faster than the vector kernel
-/// on so few values (measured, `f32`: 8–15 ns a row of 2 to 8 values, 27 ns of 15, against
-/// 64 ns; a row of one value 10 ns against 182). Rows are independent; long matrices are spread over the rayon
+/// Each row's [`moments`]. Rows are independent; long matrices are spread over the rayon
 /// pool by rows.
 ///
 /// # Errors
@@ -592,13 +600,7 @@ pub fn row_moments<T: Element>(
     par::for_each_chunk_mut(out, per_task, par::worth_parallel(x.len()), |i, o| {
         let first = i * per_task;
         for (k, m) in o.iter_mut().enumerate() {
-            let row = &x[(first + k) * row_len..][..row_len];
-            *m = if tiny::takes(row) {
-                let (p, run) = tiny::row_shifted(row);
-                run.unshift(p)
-            } else {
-                moments(row)
-            };
+            *m = moments(&x[(first + k) * row_len..][..row_len]);
         }
     });
     Ok(())
