@@ -4,11 +4,12 @@
 //! The vector kernels spend ~100 ns on such a row (a zero-filled partial load through
 //! memory, the pilot's head mean, two lane folds, and for every constant row a rescue);
 //! a handful of scalar `f64` operations per value does it in a fraction of that. `f64` holds
-//! every product and sum of fewer than 16 `f32` values without overflow or underflow, so no
-//! rescue pass is needed, and the results scale exactly with the input: `op(2^k·x)` keeps
-//! the bits of `op(x)`. The results are handed on in the shape of the vector kernels'
-//! ([`Run`]: the moments of `x − p`, or of `x·2^k − p·2^k` where `f32` cannot hold them),
-//! so everything after the statistics is shared.
+//! every product and sum of fewer than 16 `f32` values without overflow or underflow, so the
+//! values are never summed twice, and the results scale exactly with the input: `op(2^k·x)`
+//! keeps the bits of `op(x)`. The results are handed on in the shape of the vector kernels'
+//! ([`Run`]: the moments of `x − p`, or, where `f32` cannot hold them, of `x·2^k − p·2^k`:
+//! the same `f64` results times `2^k` and `4^k`), so everything after the statistics is
+//! shared.
 
 use super::{Moments, Rescue, Run, lanes::non_negative, max_abs_scalar, pilot_of};
 use crate::element::{Element, Float};
@@ -134,9 +135,9 @@ mod tests {
 
     /// The moments of a short row (pilot and shift undone) are the exact ones rounded about
     /// once: mean within 1 ε of `|mean| + σ`, `m2` within 1 ε of itself or +∞ beyond the
-    /// accumulator's range (the `f64` two-pass
-    /// over fewer than 16 values errs by ~16·2⁻⁵³, then one rounding to `f32`, ½ ε, and for
-    /// the mean one more in `p + offset`), plus 2⁻¹⁴⁹ per rounding below the normal range.
+    /// accumulator's range (the `f64` two-pass over fewer than 16 values errs by ~16·2⁻⁵³,
+    /// then one rounding to `f32`, ½ ε, and for the mean one more in `p + offset`), plus
+    /// 2⁻¹⁴⁹ per rounding below the normal range.
     fn matches_oracle<T: Element>(big: bool) {
         let eps = T::Acc::EPSILON.to_f64();
         let sub = 4.0 * 2f64.powi(-149);
