@@ -485,8 +485,8 @@ pub(crate) fn mean_square_from<T: Element>(x: &[T], sq: T::Acc) -> Option<(T::Ac
 }
 
 /// Moments of `x` by `kernel`, with [`pilot_of`] as pilot and the rescue; a slice shorter
-/// than a vector with an `f32` accumulator by the scalar `f64` two-pass of [`tiny`] instead
-/// (the same bits for every `kernel`).
+/// than a vector by the scalar `f64` two-pass of [`tiny`] instead (the same bits for every
+/// `kernel`).
 #[inline]
 fn estimate<T: Element>(
     x: &[T],
@@ -538,11 +538,11 @@ pub fn two_pass<T: Element>(x: &[T]) -> Moments<T::Acc> {
 
 /// Mean and variance by the recommended method for the size of `x`.
 ///
-/// Slices shorter than a vector with an `f32` accumulator (fewer than 16 `f32`, `f16` or
-/// `bf16` values; [`welford`](fn@welford) and [`two_pass`](fn@two_pass) too) take the
-/// corrected two-pass in scalar `f64`, rounded once: the vector kernels' partial loads and
-/// lane folds cost ~64 ns on so few values (182 ns on one value, always rescued as constant),
-/// against 8–27 ns (10 ns) that way, measured through `row_moments`.
+/// Slices shorter than a vector (fewer than 16 `f32`, `f16` or `bf16` values, 8 `f64`;
+/// [`welford`](fn@welford) and [`two_pass`](fn@two_pass) too) take the corrected two-pass
+/// in scalar `f64` (for `f32` accumulators rounded once): the vector kernels' partial loads
+/// and lane folds cost ~64 ns on so few values (182 ns on one value, always rescued as
+/// constant), against 8–27 ns (10 ns) that way, measured through `row_moments` on `f32`.
 ///
 /// On every other size measured this is [`welford`](fn@welford): single pass, and no slower than
 /// [`two_pass`](fn@two_pass) even when `x` sits in L1. Measured on Zen 4 (AVX-512, 1 thread, ns per call):
