@@ -5,9 +5,9 @@
 //! a handful of scalar `f64` operations per value does it in a fraction of that.
 //!
 //! * `f32` accumulators (`f32`, `f16`, `bf16` values): `f64` holds every product and sum of
-//!   fewer than 16 such values without overflow or underflow, so the values are never summed
-//!   twice, and the results scale exactly with the input: `op(2^k·x)` keeps the bits of
-//!   `op(x)`. They are handed on in the shape of the vector kernels' ([`Run`]: the moments
+//!   fewer than 16 such values without overflow or underflow, so their sums are never
+//!   recomputed at another scale, and the results scale exactly with the input: `op(2^k·x)`
+//!   keeps the bits of `op(x)`. They are handed on in the shape of the vector kernels' ([`Run`]: the moments
 //!   of `x − p`, or, where `f32` cannot hold them, of `x·2^k − p·2^k`: the same `f64`
 //!   results times `2^k` and `4^k`), so everything after the statistics is shared.
 //! * `f64` values (fewer than 8): the same two-pass over `x·s − p`, under the vector kernels'
@@ -57,10 +57,11 @@ fn two_pass(y: impl Iterator<Item = f64> + Clone, n: usize) -> (f64, f64) {
 }
 
 /// `moments::row_shifted` of a non-empty row that [`takes`] this way: the pilot and the
-/// moments of `x − p` by [`two_pass`] in `f64`. With an `f32` accumulator each is rounded
-/// once; where that rounding would leave `m2` subnormal or overflow it (the vector kernels'
-/// rescue condition), the moments of `x·2^k − p·2^k` are returned instead, `k` from the
-/// largest magnitude as in the rescue: the same `f64` values times `2^k` and `4^k`, exactly.
+/// moments of `x − p` by [`two_pass`] in `f64`. `f64` values: under the vector kernels'
+/// rescue (`run_with`). With an `f32` accumulator each moment is rounded once; where that
+/// rounding would leave `m2` subnormal or overflow it (the rescue's condition), the moments
+/// of `x·2^k − p·2^k` are returned instead, `k` from the largest magnitude as in the rescue:
+/// the same `f64` values times `2^k` and `4^k`, exactly.
 #[inline(always)]
 pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
     debug_assert!(!x.is_empty() && takes(x));
