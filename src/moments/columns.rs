@@ -261,9 +261,7 @@ fn grouped_runs<T: Element>(
     for (j, pj) in plan.iter_mut().enumerate() {
         if rescue(j) {
             let values = (0..rows).flat_map(|r| &cols.row(r)[j * group..][..group]);
-            let r = Rescue::plan(
-                values.fold(T::Acc::ZERO, |a, v| super::max_abs_scalar(a, v.to_acc())),
-            );
+            let r = Rescue::plan(super::max_abs_of(values));
             if let Rescue::Scale(k) = r {
                 let sj = T::Acc::exp2i(k);
                 for c in j * group..(j + 1) * group {

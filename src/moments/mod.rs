@@ -199,6 +199,14 @@ impl Rescue {
     }
 }
 
+/// The largest magnitude of some values, a value at a time (NaN if one is NaN): where a
+/// vector sweep does not fit (a few values, or values not in one slice).
+pub(crate) fn max_abs_of<'a, T: Element>(values: impl IntoIterator<Item = &'a T>) -> T::Acc {
+    values
+        .into_iter()
+        .fold(T::Acc::ZERO, |a, v| max_abs_scalar(a, v.to_acc()))
+}
+
 /// `max(a, |v|)`, NaN if either is NaN.
 #[inline]
 pub(crate) fn max_abs_scalar<A: Float>(a: A, v: A) -> A {
@@ -544,8 +552,9 @@ pub fn two_pass<T: Element>(x: &[T]) -> Moments<T::Acc> {
 /// and lane folds cost ~64 ns on so few values (182 ns on one value, always rescued as
 /// constant), against 8–27 ns (10 ns) that way, measured through `row_moments` on `f32`.
 ///
-/// On every other size measured this is [`welford`](fn@welford): single pass, and no slower than
-/// [`two_pass`](fn@two_pass) even when `x` sits in L1. Measured on Zen 4 (AVX-512, 1 thread, ns per call):
+/// On every other size measured this is [`welford`](fn@welford): single pass, and no slower
+/// than [`two_pass`](fn@two_pass) even when `x` sits in L1. Measured on Zen 4 (AVX-512,
+/// 1 thread, ns per call):
 ///
 /// | n | 64 | 1024 | 4096 | 16384 | 65536 | 262144 | 1e8 |
 /// |---|---|---|---|---|---|---|---|

@@ -7,13 +7,14 @@
 //! * `f32` accumulators (`f32`, `f16`, `bf16` values): `f64` holds every product and sum of
 //!   fewer than 16 such values without overflow or underflow, so their sums are never
 //!   recomputed at another scale, and the results scale exactly with the input: `op(2^k·x)`
-//!   keeps the bits of `op(x)`. They are handed on in the shape of the vector kernels' ([`Run`]: the moments
-//!   of `x − p`, or, where `f32` cannot hold them, of `x·2^k − p·2^k`: the same `f64`
-//!   results times `2^k` and `4^k`), so everything after the statistics is shared.
+//!   keeps the bits of `op(x)`. They are handed on in the shape of the vector kernels'
+//!   ([`Run`]: the moments of `x − p`, or, where `f32` cannot hold them, of `x·2^k − p·2^k`:
+//!   the same `f64` results times `2^k` and `4^k`), so everything after the statistics is
+//!   shared.
 //! * `f64` values (fewer than 8): the same two-pass over `x·s − p`, under the vector kernels'
 //!   rescue (`run_with`), since `f64` squares can overflow.
 
-use super::{Moments, Rescue, Run, lanes::non_negative, max_abs_scalar, pilot_of, run_with};
+use super::{Moments, Rescue, Run, lanes::non_negative, max_abs_of, pilot_of, run_with};
 use crate::element::{Element, Float};
 
 /// Whether `x` takes this module's way: shorter than a vector.
@@ -32,12 +33,6 @@ fn is_f64<T: Element>() -> bool {
 #[inline(always)]
 fn wide<T: Element>(x: &[T]) -> impl Iterator<Item = f64> + Clone + '_ {
     x.iter().map(|v| v.to_acc().to_f64())
-}
-
-/// The largest magnitude of `x` (NaN if it holds one).
-fn amax<T: Element>(x: &[T]) -> T::Acc {
-    x.iter()
-        .fold(T::Acc::ZERO, |a, v| max_abs_scalar(a, v.to_acc()))
 }
 
 /// The corrected two-pass over `n` values `y` in `f64`: their mean and `m2`
@@ -78,7 +73,7 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
                 m2: a(m2),
             }
         };
-        return (p, run_with(p, kernel, || amax(x)));
+        return (p, run_with(p, kernel, || max_abs_of(x)));
     }
     let pd = p.to_f64();
     let (off, m2) = two_pass(wide(x).map(|v| v - pd), x.len());
@@ -97,7 +92,7 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
     if !fast.unshift(p, 0).needs_rescue() {
         return (p, Run::Fast(fast));
     }
-    match Rescue::plan(amax(x)) {
+    match Rescue::plan(max_abs_of(x)) {
         Rescue::Nan => (p, Run::Nan(count)),
         Rescue::Scale(k) => (p, Run::Scaled(at(k), p * T::Acc::exp2i(k), k)),
     }
@@ -110,21 +105,22 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
 pub(crate) fn mean_square<T: Element>(x: &[T]) -> Option<(T::Acc, i32)> {
     debug_assert!(!x.is_empty() && takes(x));
     let n = x.len() as f64;
+    let squares = |u: f64| wide(x).fold(0.0, |s, v| (v * u).mul_add(v * u, s)) / n;
+    let q = squares(1.0);
     let at = |k: i32| {
         let u = f64::exp2i(k);
-        // f32 values: one sum, scaled exactly; f64 values: summed again at their scale
-        let q = if is_f64::<T>() && k != 0 {
-            wide(x).fold(0.0, |s, v| (v * u).mul_add(v * u, s)) / n
-        } else {
-            wide(x).fold(0.0, |s, v| v.mul_add(v, s)) / n * u * u
-        };
-        T::Acc::from_f64(q)
+        // f32 values: the one sum, scaled exactly; f64 values: summed again at their scale
+        T::Acc::from_f64(match k {
+            0 => q,
+            _ if is_f64::<T>() => squares(u),
+            _ => q * u * u,
+        })
     };
     let fast = at(0);
     if fast.is_finite() && fast >= T::Acc::MIN_POSITIVE / T::Acc::EPSILON {
         return Some((fast, 0));
     }
-    match Rescue::plan(amax(x)) {
+    match Rescue::plan(max_abs_of(x)) {
         Rescue::Nan => None,
         Rescue::Scale(k) => Some((at(k), k)),
     }
@@ -223,8 +219,8 @@ mod tests {
     /// `row_shifted(2^k·x)` is `row_shifted(x)` scaled by `2^k` bit for bit (the moments it
     /// hands on, at their own scales, where squares overflow or underflow too: f32 at k = 90
     /// and −100, f64 at 540 and −560; the moments of the values; the mean square), constant
-    /// rows have `m2 = 0` at
-    /// every magnitude up to the type's largest, and a NaN or ±∞ gives the NaN outcome.
+    /// rows have `m2 = 0` at every magnitude up to the type's largest, and a NaN or ±∞ gives
+    /// the NaN outcome.
     fn scales_exactly_keeps_constants_and_nan<T: Element>() {
         let a = |v: f64| T::from_acc(T::Acc::from_f64(v));
         let parts = |run: Run<T::Acc>| match run {

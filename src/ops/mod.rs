@@ -1826,8 +1826,8 @@ mod tests {
     /// A row shorter than a vector, normalized a value at a time ([`by_values`]), gets the
     /// bits its values get as the first lanes of a whole vector: every length, plans that
     /// scale (a rescued row) or not, with an offset, with a weight folded or not (one of
-    /// 2⁻¹³⁰ in f32 stays apart, [`Plan::affine`]), with and without weight and bias slices, from a
-    /// source and in place.
+    /// 2⁻¹³⁰ in f32 stays apart, [`Plan::affine`]), with and without weight and bias slices,
+    /// from a source and in place.
     fn short_rows_match_whole_vectors<T: Element>() {
         let lanes = T::Acc::LANES;
         let val = |k: usize, c: f64| {
