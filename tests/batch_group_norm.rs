@@ -414,6 +414,140 @@ fn edge_semantics() {
     assert!(y[..6].iter().all(|v| v.is_finite()) && y[18..].iter().all(|v| v.is_finite()));
 }
 
+/// Channels the fast path's `m2 = 0` sends to the rescue, side by side in one vector of
+/// channels: constant ones (0, ±0 mixed, 5, −3e37, a subnormal) keep the fast path's moments
+/// (every value is the pilot) and give exactly the bias; zeros with one tiny value, and a
+/// channel of σ 1e-20, must be recomputed at a scale: with eps = 0 their outputs are the
+/// oracle's O(1) values, not the 0 of a constant channel. Training BatchNorm in every
+/// layout (columns, short and long `Nchw` segments) and InstanceNorm (rows), f32 and f64,
+/// against the oracle.
+#[test]
+fn constant_channels_keep_the_fast_path_and_tiny_ones_are_rescued() {
+    fn case<T: Element>(layout: Layout, tiny: f64, sub: f64) {
+        let c = 20;
+        let (n, hw) = match layout {
+            Layout::Nc { n } => (n, 1),
+            Layout::Nchw { n, hw } | Layout::Nhwc { n, hw } => (n, hw),
+        };
+        let mut rng = Rng(21);
+        let mut x: Vec<T> = data(&mut rng, layout, c, 1.0, 1.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            let first = i < c * hw
+                && match layout {
+                    Layout::Nchw { .. } => i % hw == hw / 2,
+                    _ => true,
+                };
+            *v = from_f64(match channel(layout, c, i) {
+                0 => 0.0,
+                1 => [0.0, -0.0][i % 2],
+                2 => 5.0,
+                3 => -3.0e37,
+                4 => sub,
+                5 if first => tiny,
+                5 => 0.0,
+                6 => 1.0e-20 * (1.0 + rng.normal()),
+                _ => continue,
+            });
+        }
+        let b: Vec<T> = (0..c).map(|j| from_f64(j as f64 + 1.0)).collect();
+        let w: Vec<T> = vec![from_f64(1.0); c];
+        for eps in [0.0, 1e-5] {
+            let what = format!("{} {layout:?} eps {eps}", std::any::type_name::<T>());
+            let bn = BatchNorm::new(c).eps(eps).weight(&w).bias(&b);
+            let (ry, sets) = oracle::batch_norm(
+                &x,
+                n,
+                c,
+                hw,
+                !matches!(layout, Layout::Nchw { .. }),
+                None,
+                &w,
+                &b,
+                eps,
+            );
+            let mut y = vec![from_f64::<T>(f64::NAN); x.len()];
+            let (mut mean, mut inv) = (vec![T::Acc::NAN; c], vec![T::Acc::NAN; c]);
+            bn.forward_train(&x, layout, &mut y, None, &mut mean, &mut inv)
+                .unwrap();
+            let ch = |i: usize| channel(layout, c, i);
+            check(
+                &x,
+                &y,
+                &ry,
+                &sets,
+                |i| Some(ch(i)),
+                ch,
+                &w,
+                &b,
+                &mean,
+                &inv,
+                &what,
+            );
+            for (i, v) in y.iter().enumerate() {
+                let j = ch(i);
+                if j < 5 {
+                    assert_eq!(
+                        v.to_acc().to_f64(),
+                        j as f64 + 1.0,
+                        "{what}: constant channel {j}"
+                    );
+                }
+                // the smallest |x̂| of a channel of N values with one spike: 1/√(N − 1)
+                if j == 5 && eps == 0.0 {
+                    let low = 0.5 / ((n * hw) as f64).sqrt();
+                    let d = (v.to_acc().to_f64() - (j as f64 + 1.0)).abs();
+                    assert!(d > low, "{what}: tiny channel {j} at {i}: {d}");
+                }
+            }
+            let Layout::Nchw { .. } = layout else {
+                continue;
+            };
+            // InstanceNorm: each (sample, channel) a row of `hw` values
+            let inorm = GroupNorm::instance(c).eps(eps).weight(&w).bias(&b);
+            let (ry, sets) = oracle::group_norm(&x, n, c, hw, c, &w, &b, eps);
+            let (mut mean, mut rstd) = (vec![T::Acc::NAN; n * c], vec![T::Acc::NAN; n * c]);
+            inorm
+                .forward_with_stats(&x, n, hw, &mut y, &mut mean, &mut rstd)
+                .unwrap();
+            check(
+                &x,
+                &y,
+                &ry,
+                &sets,
+                |i| Some(i / hw),
+                ch,
+                &w,
+                &b,
+                &mean,
+                &rstd,
+                &what,
+            );
+            for (i, v) in y.iter().enumerate() {
+                if ch(i) < 5 {
+                    assert_eq!(
+                        v.to_acc().to_f64(),
+                        ch(i) as f64 + 1.0,
+                        "{what}: constant row {i}"
+                    );
+                }
+            }
+            let spike = hw / 2 + 5 * hw;
+            if eps == 0.0 {
+                assert!(y[spike].to_acc().to_f64() > 6.0 + 1.0, "{what}: tiny row");
+            }
+        }
+    }
+    for layout in [
+        Layout::Nc { n: 40 },
+        Layout::Nchw { n: 6, hw: 5 },
+        Layout::Nchw { n: 3, hw: 70 },
+        Layout::Nhwc { n: 4, hw: 9 },
+    ] {
+        case::<f32>(layout, 1.0e-30, 1.0e-40);
+        case::<f64>(layout, 1.0e-150, 1.0e-310);
+    }
+}
+
 /// Eval with running statistics PyTorch would turn into NaN or a zero scale: a NaN or
 /// negative running variance (`1/sqrt(var + eps)` is NaN) or a NaN running mean makes that
 /// channel's outputs NaN and no other's; an infinite variance scales by 0 (outputs = bias);

@@ -15,7 +15,7 @@
 //! of `g·C` columns, the `g` columns of a channel merged at the end ([`folded`]).
 
 use super::lanes::{chan, sweep_column_pairs, sweep_columns};
-use super::{Moments, Rescue, Run};
+use super::{Moments, Rescue, Run, Spread};
 use crate::element::{Arith, Element, Float, RECIP_LEN, Vector};
 use crate::par;
 use crate::tuning::{COL_BLOCK_VECTORS, COL_LEAF_BYTES, PAR_ELEMS};
@@ -130,6 +130,48 @@ impl<T: Element> Cols<'_, T> {
                 a
             },
         )
+    }
+}
+
+impl<T: Element> Cols<'_, T> {
+    /// The [`Spread`] of every column around its pilot (`init`'s), in row order: leaves of
+    /// rows as [`Cols::moments`]'s, merged by lane maxima (exact, so in any order).
+    fn spreads(&self, rows: usize, init: &[State<V<T>>]) -> Vec<Spread<T::Acc>> {
+        let per_leaf = (COL_LEAF_BYTES / (self.row_len * size_of::<T>())).clamp(1, RECIP_LEN);
+        let leaves = rows.div_ceil(per_leaf);
+        let par_leaves = (PAR_ELEMS / (per_leaf * self.row_len)).max(2);
+        let zero = V::<T>::ZERO;
+        let lanes = par::reduce(
+            leaves,
+            par_leaves,
+            &|i| {
+                // (max |x|, max |x − p|, −p) per vector of columns; lanes past the last
+                // column load 0 and have p = 0
+                let mut acc: Vec<_> = init.iter().map(|s| (zero, zero, s.3)).collect();
+                let rows = (i * per_leaf..rows.min((i + 1) * per_leaf)).map(|r| (self.row(r), ()));
+                sweep_columns(rows, &mut acc, |(a, d, np), v: V<T>, ()| {
+                    *a = a.max_nan(v.abs());
+                    *d = d.max_nan((v + *np).abs());
+                });
+                acc
+            },
+            &|mut a: Vec<(V<T>, V<T>, V<T>)>, b| {
+                for (a, b) in a.iter_mut().zip(b) {
+                    (a.0, a.1) = (a.0.max_nan(b.0), a.1.max_nan(b.1));
+                }
+                a
+            },
+        );
+        let mut out = Vec::with_capacity(self.row_len);
+        for (a, d, _) in lanes {
+            let (a, d) = (a.to_array(), d.to_array());
+            for (&amax, &dmax) in a.as_ref().iter().zip(d.as_ref()) {
+                if out.len() < self.row_len {
+                    out.push(Spread { amax, dmax });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -255,31 +297,41 @@ fn grouped_runs<T: Element>(
         let runs = fast.iter().map(|&m| Run::Fast(m));
         return pilots.iter().copied().zip(runs).collect();
     }
-    // RESCUE (rare): overflow or underflow in some channels; redo with a power-of-two scale on
-    // their lanes (s = 1 on the others leaves their results bit for bit unchanged).
-    let mut plan = vec![None; chans];
-    for (j, pj) in plan.iter_mut().enumerate() {
-        if rescue(j) {
-            let values = (0..rows).flat_map(|r| &cols.row(r)[j * group..][..group]);
-            let r = Rescue::plan(super::max_abs_of(values));
-            if let Rescue::Scale(k) = r {
-                let sj = T::Acc::exp2i(k);
+    // RESCUE (rare but for constant channels): overflow, underflow or NaN in some channels.
+    // One read of every column in row order for the spreads (a column at a time read a cache
+    // line a value), then, only if some channel needs a scale, the moments redone with a
+    // power-of-two scale on its lanes (s = 1 on the others leaves their results bit for bit
+    // unchanged).
+    let spreads = cols.spreads(rows, &init);
+    let plan: Vec<Option<Rescue>> = (0..chans)
+        .map(|j| {
+            let of = |c: usize| spreads[c];
+            let s = (j * group..(j + 1) * group).fold(Spread::NONE, |s, c| s.merge(of(c)));
+            rescue(j).then(|| Rescue::plan(s))
+        })
+        .collect();
+    let mut scaled = None;
+    if plan.iter().any(|r| matches!(r, Some(Rescue::Scale(_)))) {
+        for (j, pj) in plan.iter().enumerate() {
+            if let Some(Rescue::Scale(k)) = pj {
+                let sj = T::Acc::exp2i(*k);
                 for c in j * group..(j + 1) * group {
                     set_lane(&mut init, |s| &mut s.2, c, sj);
                     set_lane(&mut init, |s| &mut s.3, c, -(pilots[j] * sj));
                 }
             }
-            *pj = Some(r);
         }
+        scaled = Some(merged(&cols.moments(rows, &init, true)));
     }
-    let scaled = merged(&cols.moments(rows, &init, true));
     plan.iter()
         .enumerate()
         .map(|(j, pj)| {
-            let run = match pj {
-                None => Run::Fast(fast[j]),
-                Some(Rescue::Nan) => Run::Nan(fast[j].count),
-                Some(Rescue::Scale(k)) => Run::Scaled(scaled[j], pilots[j] * T::Acc::exp2i(*k), *k),
+            let run = match (pj, &scaled) {
+                (Some(Rescue::Nan), _) => Run::Nan(fast[j].count),
+                (Some(Rescue::Scale(k)), Some(scaled)) => {
+                    Run::Scaled(scaled[j], pilots[j] * T::Acc::exp2i(*k), *k)
+                }
+                _ => Run::Fast(fast[j]),
             };
             (pilots[j], run)
         })

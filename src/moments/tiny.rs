@@ -14,7 +14,7 @@
 //! * `f64` values (fewer than 8): the same two-pass over `x·s − p`, under the vector kernels'
 //!   rescue (`run_with`), since `f64` squares can overflow.
 
-use super::{Moments, Rescue, Run, lanes::non_negative, max_abs_of, pilot_of, run_with};
+use super::{Moments, Rescue, Run, lanes::non_negative, pilot_of, run_with, spread_of};
 use crate::element::{Element, Float};
 
 /// Whether `x` takes this module's way: shorter than a vector.
@@ -73,7 +73,7 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
                 m2: a(m2),
             }
         };
-        return (p, run_with(p, kernel, || max_abs_of(x)));
+        return (p, run_with(p, kernel, || spread_of(x, p)));
     }
     let pd = p.to_f64();
     let (off, m2) = two_pass(wide(x).map(|v| v - pd), x.len());
@@ -92,7 +92,8 @@ pub(crate) fn row_shifted<T: Element>(x: &[T]) -> (T::Acc, Run<T::Acc>) {
     if !fast.unshift(p, 0).needs_rescue() {
         return (p, Run::Fast(fast));
     }
-    match Rescue::plan(max_abs_of(x)) {
+    match Rescue::plan(spread_of(x, p)) {
+        Rescue::Keep => (p, Run::Fast(fast)),
         Rescue::Nan => (p, Run::Nan(count)),
         Rescue::Scale(k) => (p, Run::Scaled(at(k), p * T::Acc::exp2i(k), k)),
     }
@@ -120,7 +121,8 @@ pub(crate) fn mean_square<T: Element>(x: &[T]) -> Option<(T::Acc, i32)> {
     if fast.is_finite() && fast >= T::Acc::MIN_POSITIVE / T::Acc::EPSILON {
         return Some((fast, 0));
     }
-    match Rescue::plan(max_abs_of(x)) {
+    match Rescue::plan(spread_of(x, T::Acc::ZERO)) {
+        Rescue::Keep => Some((fast, 0)),
         Rescue::Nan => None,
         Rescue::Scale(k) => Some((at(k), k)),
     }
@@ -242,10 +244,20 @@ mod tests {
                 let xs: Vec<T> = x.iter().map(|v| T::from_acc(v.to_acc() * u)).collect();
                 let (ps, runs) = row_shifted(&xs);
                 let (m1, k1) = parts(runs);
-                let e = k + k1 - k0;
-                let (mean, m2) = (m0.mean.to_f64() * f64::exp2i(e), m0.m2.to_f64());
-                assert_eq!(m1.mean.to_f64(), mean, "k {k}");
-                assert_eq!(m1.m2.to_f64(), m2 * f64::exp2i(2 * e), "k {k}");
+                if x.iter().all(|v| v.to_acc() == x[0].to_acc()) {
+                    // a constant row (one value) keeps the fast path at any scale: all its
+                    // deviations are exactly 0
+                    assert_eq!(
+                        (m1.mean, m1.m2, k1),
+                        (T::Acc::ZERO, T::Acc::ZERO, 0),
+                        "k {k}"
+                    );
+                } else {
+                    let e = k + k1 - k0;
+                    let (mean, m2) = (m0.mean.to_f64() * f64::exp2i(e), m0.m2.to_f64());
+                    assert_eq!(m1.mean.to_f64(), mean, "k {k}");
+                    assert_eq!(m1.m2.to_f64(), m2 * f64::exp2i(2 * e), "k {k}");
+                }
                 let ms = runs.unshift(ps);
                 assert_eq!(ms.mean, m.mean * u, "k {k}");
                 let (qs, j) = mean_square(&xs).expect("finite");
