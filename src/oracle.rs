@@ -244,8 +244,15 @@ pub fn rms_norm<T: Element>(x: &[T], row_len: usize, w: &[T], eps: f64) -> (Vec<
             sq = sq.add(d.mul(d));
         }
         // mean(x²) + eps = (Σ(x·s)²/n + eps·s²) / s²
-        let d = sq.div(vals.len() as f64).to_f64() + eps * s * s;
-        let rstd = if d == 0.0 { 0.0 } else { s / d.sqrt() };
+        let ms = sq.div(vals.len() as f64).to_f64();
+        let rstd = if (eps * s * s).is_finite() {
+            let d = ms + eps * s * s;
+            if d == 0.0 { 0.0 } else { s / d.sqrt() }
+        } else {
+            // eps·s² beyond f64 (s = 2^600, eps > 2^-176): mean(x²) unscaled, rounded to
+            // within 2^-1074 of itself, far below eps
+            1.0 / (ms / s / s + eps).sqrt()
+        };
         let rstd = if vals.iter().any(|v| !v.is_finite()) {
             f64::NAN
         } else {

@@ -426,6 +426,15 @@ fn rows_near_overflow_and_underflow_normalize() {
         all_ln(&x, 100, &[], &[], 0.0, &format!("mu {mu} s {s}"));
         all_rms(&x, 100, &[], Some(0.0), &format!("rms mu {mu} s {s}"));
     }
+    // f64 rows below 2^-511 (the rescue scales them by 2^k, k > 511): eps·4^k is beyond f64,
+    // which made rstd 0 and every output the bias alone; var + eps is eps there (the oracle's
+    // rstd 316.2 for eps = 1e-5). With eps = 0 the oracle's own squares underflow: not
+    // compared.
+    for (mu, s) in [(0.0, 1.0e-160), (1.0e-300, 1.0e-301), (0.0, 1.0e-310)] {
+        let x = gaussian::<f64>(&mut rng, 4 * 100, mu, s);
+        all_ln(&x, 100, &[], &[], 1e-5, &format!("f64 mu {mu} s {s}"));
+        all_rms(&x, 100, &[], Some(1e-5), &format!("f64 rms mu {mu} s {s}"));
+    }
 }
 
 #[test]

@@ -96,8 +96,18 @@ impl<A: Float> Plan<A> {
     /// with eps = 0 gives `a = rstd = 0` (PyTorch's `InvStd` rule: the row normalizes to 0).
     pub(crate) fn new(ps: A, m: A, msd: A, k: i32, eps: f64) -> (Self, A) {
         let u = <f64 as Float>::exp2i(k);
-        let d = msd.to_f64() + eps * u * u;
-        let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
+        let e = eps * u * u;
+        let (a, rstd) = if e.is_finite() {
+            let d = msd.to_f64() + e;
+            let a = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
+            (a, a * u)
+        } else {
+            // eps·4^k beyond f64 (f64 values below 2^-511 scaled up by 2^k, eps > 0): the
+            // variance msd/4^k (msd < 16: the scaled values lie below 2) is below eps·2^-1020, so
+            // var + eps rounds to eps. It gave a = 1/∞ = 0: rstd 0, outputs the bias alone.
+            let r = 1.0 / eps.sqrt();
+            (r * <f64 as Float>::exp2i(-k), r)
+        };
         let plan = Self {
             s: A::exp2i(k),
             ps,
@@ -108,7 +118,7 @@ impl<A: Float> Plan<A> {
             c: A::ZERO,
             w: A::ONE,
         };
-        (plan, A::from_f64(a * u))
+        (plan, A::from_f64(rstd))
     }
 }
 
