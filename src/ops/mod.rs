@@ -171,6 +171,7 @@ pub(crate) struct Stats<A> {
 
 impl<A: Float> Stats<A> {
     /// From the pilot `p` and the run of the moment kernel over the values.
+    #[inline(always)]
     pub(crate) fn new(p: A, run: Run<A>, eps: f64) -> Self {
         let (m, ps, k) = match run {
             Run::Fast(m) => (m, p, 0),
