@@ -369,6 +369,36 @@ fn main() {
             }
         }
     }
+    if !o.quick {
+        // BatchNorm training with every eighth channel constant 0 (dead ReLU units): a
+        // constant channel's m2 = 0 asks for the rescue, which must not cost a second pass
+        let (n, c) = (65536, 256);
+        let mut x = data(n * c);
+        x.chunks_mut(8).for_each(|g| g[0] = 0.0);
+        let (w, b) = (data(c), data(c));
+        let (mut y, mut dst) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+        let mut copy = || dst.copy_from_slice(black_box(&x));
+        let mut read = || {
+            black_box(xor_fold(black_box(&x)));
+        };
+        let bn = BatchNorm::new(c).weight(&w).bias(&b);
+        let (mut m, mut s) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let t = paired(&pool, reps, &mut [&mut copy, &mut read], &mut || {
+            bn.forward_train(
+                black_box(&x),
+                Layout::Nc { n },
+                &mut y,
+                None,
+                &mut m,
+                &mut s,
+            )
+            .unwrap()
+        });
+        rows.push(Row {
+            bound: Some(t.ratio_sum),
+            ..Row::vs_copy("bn_train_dead", "f32", "(65536, 256)", 2 * x.len() * 4, t)
+        });
+    }
     // Backward passes: read x and dy, write dx; the copy baseline moves the same bytes
     // (a copy of 1.5 × the elements).
     let shapes: &[(&str, usize, usize, Option<Layout>)] = if o.quick {
