@@ -131,9 +131,7 @@ impl<T: Element> Cols<'_, T> {
             },
         )
     }
-}
 
-impl<T: Element> Cols<'_, T> {
     /// The [`Spread`] of every column around its pilot (`init`'s), in row order: leaves of
     /// rows as [`Cols::moments`]'s, merged by lane maxima (exact, so in any order).
     fn spreads(&self, rows: usize, init: &[State<V<T>>]) -> Vec<Spread<T::Acc>> {
@@ -313,9 +311,10 @@ fn grouped_runs<T: Element>(
     let spreads = cols.spreads(rows, &init);
     let plan: Vec<Option<Rescue>> = (0..chans)
         .map(|j| {
-            let of = |c: usize| spreads[c];
-            let s = (j * group..(j + 1) * group).fold(Spread::NONE, |s, c| s.merge(of(c)));
-            rescue(j).then(|| Rescue::plan(s))
+            rescue(j).then(|| {
+                let cs = j * group..(j + 1) * group;
+                Rescue::plan(cs.fold(Spread::NONE, |s, c| s.merge(spreads[c])))
+            })
         })
         .collect();
     let mut scaled = None;
