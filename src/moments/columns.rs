@@ -345,8 +345,9 @@ fn grouped_runs<T: Element>(
 /// Narrow rows taken `g` at a time: `(rows, C)` read as `(rows/g, g·C)` with `g·C` up to one
 /// block of columns (`COL_BLOCK_VECTORS` vectors), column `j'` of a wide row carrying the
 /// pilot of channel `j' mod C`, and the `g` columns of each channel merged (same pilot, equal
-/// counts) in a fixed order; a constant channel keeps its moments (see [`Rescue::Keep`]). A 64-channel row alone is 4 vectors, so leaves of `RECIP_LEN`
-/// rows were 64 KiB and every row paid the loop's set-up: measured on (100352, 64) f32 from
+/// counts) in a fixed order; a constant channel keeps its moments (see [`Rescue::Keep`]).
+/// A 64-channel row alone is 4 vectors, so leaves of `RECIP_LEN` rows were 64 KiB and
+/// every row paid the loop's set-up: measured on (100352, 64) f32 from
 /// DRAM, 1 thread, 1.33–1.48 ms against 0.98–1.11 ms for the same bytes as 256 columns (a
 /// read-only pass: 0.93–0.98 ms). `None` (the caller takes the plain path) when `g < 2`, when
 /// `rows` is not a multiple of `g`, or when a channel needs a rescue other than `Keep`.

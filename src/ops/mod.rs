@@ -103,8 +103,9 @@ impl<A: Float> Plan<A> {
             (a, a * u)
         } else {
             // eps·4^k beyond f64 (f64 values below 2^-511 scaled up by 2^k, eps > 0): the
-            // variance msd/4^k (msd < 16: the scaled values lie below 2) is below eps·2^-1020, so
-            // var + eps rounds to eps. It gave a = 1/∞ = 0: rstd 0, outputs the bias alone.
+            // variance msd/4^k (msd < 16: the scaled values lie below 2) is below
+            // eps·2^-1020, so var + eps rounds to eps. It gave a = 1/∞ = 0: rstd 0, outputs
+            // the bias alone.
             let r = 1.0 / eps.sqrt();
             (r * <f64 as Float>::exp2i(-k), r)
         };
