@@ -1,57 +1,97 @@
-//! Extreme values across the whole f32 exponent range, for every op (issue: fuzzing and the
-//! robustness contract):
-//! * scaling a row / channel / group by 2^k, k from −126 to +126, gives bit-identical outputs
-//!   when eps = 0 (statistics scale exactly; rescue paths rescale by powers of two);
-//! * |x| near f32::MAX never gives Inf/NaN statistics or outputs;
+//! Extreme values across the whole exponent range of f32 and of f64, for every op (issue:
+//! fuzzing and the robustness contract):
+//! * scaling a row / channel / group by 2^k, k over the whole normal exponent range (f32:
+//!   −125..=126, f64: −1021..=1022), gives bit-identical outputs when eps = 0 (statistics
+//!   scale exactly; rescue paths rescale by powers of two);
+//! * |x| near the type's MAX never gives Inf/NaN statistics or outputs;
 //! * subnormal-only data normalizes as its copy scaled up by an exact power of two does;
+//! * f64 data at any magnitude with eps > 0 matches the oracle (where eps·4^k of a rescue
+//!   scale would overflow, var + eps is eps);
 //! * weights so small that rstd·w is subnormal keep full relative precision (fuzz regression).
 
 use proptest::prelude::*;
-use simdnorm::{BatchNorm, GroupNorm, LayerNorm, Layout, RmsNorm};
+use simdnorm::{BatchNorm, Element, GroupNorm, LayerNorm, Layout, RmsNorm};
 
-/// Values in [1, 2)·±1 from a seed: every value normal, any scale 2^k with |k| ≤ 126 keeps
-/// them normal and exact.
-fn data(seed: u64, n: usize) -> Vec<f32> {
+/// The two accumulating element types, as far as these tests need them.
+trait Real: Element<Acc = Self> + Copy + PartialOrd + std::fmt::Debug {
+    fn of(v: f64) -> Self;
+    fn f64(self) -> f64;
+    fn bits(self) -> u64;
+    /// 2^k, `k` within the normal exponent range.
+    fn exp2(k: i32) -> Self;
+    fn mul(self, o: Self) -> Self;
+}
+
+macro_rules! real {
+    ($t:ty) => {
+        impl Real for $t {
+            fn of(v: f64) -> Self {
+                v as $t
+            }
+            fn f64(self) -> f64 {
+                self as f64
+            }
+            fn bits(self) -> u64 {
+                self.to_bits() as u64
+            }
+            fn exp2(k: i32) -> Self {
+                (2.0 as $t).powi(k)
+            }
+            fn mul(self, o: Self) -> Self {
+                self * o
+            }
+        }
+    };
+}
+real!(f32);
+real!(f64);
+
+/// Values in [1, 2)·±1 from a seed (24 significant bits, exact in f32 and f64): every value
+/// normal, any scale 2^k within the type's normal exponent range keeps them normal and exact.
+fn data<T: Real>(seed: u64, n: usize) -> Vec<T> {
     let mut s = seed | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            let m = 1.0 + (s >> 40) as f32 / (1u64 << 24) as f32;
-            if s & 1 == 0 { m } else { -m }
+            let m = 1.0 + (s >> 40) as f64 / (1u64 << 24) as f64;
+            T::of(if s & 1 == 0 { m } else { -m })
         })
         .collect()
 }
 
-fn scaled(x: &[f32], k: i32) -> Vec<f32> {
+fn scaled<T: Real>(x: &[T], k: i32) -> Vec<T> {
     // 2^k as a product of two normal factors (2^±126 alone is fine; this keeps it general)
-    let (a, b) = (2f32.powi(k / 2), 2f32.powi(k - k / 2));
-    x.iter().map(|v| v * a * b).collect()
+    let (a, b) = (T::exp2(k / 2), T::exp2(k - k / 2));
+    x.iter().map(|v| v.mul(a).mul(b)).collect()
 }
 
-/// All four ops (LN, RMS, BN train Nchw and Nc, GN) with eps = 0 on `x` of shape (4, 3, 10).
-fn outputs(x: &[f32]) -> Vec<u32> {
-    let (n, c, hw) = (4, 3, 10);
-    let w: Vec<f32> = (0..30).map(|i| 0.5 + i as f32 * 0.125).collect();
-    let b: Vec<f32> = (0..30).map(|i| i as f32 - 7.0).collect();
+/// All four ops (LN, RMS, BN train Nchw, Nc and Nhwc, GN) with eps = 0 on `x` of shape
+/// (4, 3, hw), LN and RMS over rows of `3·hw`.
+fn outputs<T: Real>(x: &[T], hw: usize) -> Vec<u64> {
+    let (n, c) = (4, 3);
+    let len = c * hw;
+    assert_eq!(x.len(), n * len);
+    let w: Vec<T> = (0..len).map(|i| T::of(0.5 + i as f64 * 0.125)).collect();
+    let b: Vec<T> = (0..len).map(|i| T::of(i as f64 - 7.0)).collect();
     let mut out = Vec::new();
-    let mut y = vec![0.0f32; x.len()];
-    LayerNorm::new(30)
+    let mut y = vec![T::of(0.0); x.len()];
+    LayerNorm::new(len)
         .eps(0.0)
         .weight(&w)
         .bias(&b)
         .forward(x, &mut y)
         .unwrap();
-    out.extend(y.iter().map(|v| v.to_bits()));
-    RmsNorm::new(30)
+    out.extend(y.iter().map(|v| v.bits()));
+    RmsNorm::new(len)
         .eps(0.0)
         .weight(&w)
         .forward(x, &mut y)
         .unwrap();
-    out.extend(y.iter().map(|v| v.to_bits()));
+    out.extend(y.iter().map(|v| v.bits()));
     let bn = BatchNorm::new(c).eps(0.0).weight(&w[..c]).bias(&b[..c]);
-    let (mut m, mut s) = (vec![0.0f32; c], vec![0.0f32; c]);
+    let (mut m, mut s) = (vec![T::of(0.0); c], vec![T::of(0.0); c]);
     for layout in [
         Layout::Nchw { n, hw },
         Layout::Nc { n: n * hw },
@@ -59,7 +99,7 @@ fn outputs(x: &[f32]) -> Vec<u32> {
     ] {
         bn.forward_train(x, layout, &mut y, None, &mut m, &mut s)
             .unwrap();
-        out.extend(y.iter().map(|v| v.to_bits()));
+        out.extend(y.iter().map(|v| v.bits()));
     }
     GroupNorm::new(3, c)
         .eps(0.0)
@@ -67,8 +107,45 @@ fn outputs(x: &[f32]) -> Vec<u32> {
         .bias(&b[..c])
         .forward(x, n, hw, &mut y)
         .unwrap();
-    out.extend(y.iter().map(|v| v.to_bits()));
+    out.extend(y.iter().map(|v| v.bits()));
     out
+}
+
+/// Row lengths (`3·hw`) of the f64 cases: shorter than a vector, a few vectors, and longer
+/// than a sub-block of the statistics pass.
+const F64_HW: [usize; 3] = [2, 10, 200];
+
+/// `values_near_max_stay_finite`'s check: finite statistics and outputs of every op.
+fn all_finite<T: Real>(x: &[T], hw: usize) -> bool {
+    let (n, c) = (4, 3);
+    let len = c * hw;
+    let z = T::of(0.0);
+    let fin = |v: &T| v.f64().is_finite();
+    let (mut y, mut m, mut r) = (vec![z; x.len()], vec![z; n], vec![z; n]);
+    LayerNorm::new(len)
+        .eps(0.0)
+        .forward_with_stats(x, &mut y, &mut m, &mut r)
+        .unwrap();
+    let mut ok = y.iter().chain(&m).chain(&r).all(fin);
+    RmsNorm::new(len)
+        .eps(0.0)
+        .forward_with_stats(x, &mut y, &mut r)
+        .unwrap();
+    ok &= y.iter().chain(&r).all(fin);
+    let (mut bm, mut bs) = (vec![z; c], vec![z; c]);
+    for layout in [Layout::Nchw { n, hw }, Layout::Nc { n: n * hw }] {
+        BatchNorm::new(c)
+            .eps(0.0)
+            .forward_train(x, layout, &mut y, None, &mut bm, &mut bs)
+            .unwrap();
+        ok &= y.iter().chain(&bm).chain(&bs).all(fin);
+    }
+    let (mut gm, mut gs) = (vec![z; n], vec![z; n]);
+    GroupNorm::new(1, c)
+        .eps(0.0)
+        .forward_with_stats(x, n, hw, &mut y, &mut gm, &mut gs)
+        .unwrap();
+    ok & y.iter().chain(&gm).chain(&gs).all(fin)
 }
 
 proptest! {
@@ -77,38 +154,161 @@ proptest! {
     /// op(2^k·x) == op(x) bit for bit for every op, k over the whole normal exponent range.
     #[test]
     fn every_op_is_scale_invariant_over_the_exponent_range(seed: u64, k in -125i32..=126) {
-        let x = data(seed, 120);
-        prop_assert_eq!(outputs(&x), outputs(&scaled(&x, k)));
+        let x = data::<f32>(seed, 120);
+        prop_assert_eq!(outputs(&x, 10), outputs(&scaled(&x, k), 10));
     }
 
     /// Subnormal-only data (x·2^-140: few significant bits left) normalizes exactly as its copy
     /// scaled back up by 2^140 (an exact scaling of the subnormal values themselves).
     #[test]
     fn subnormal_data_behaves_as_its_rescaled_copy(seed: u64, k in 127i32..=148) {
-        let x = data(seed, 120);
+        let x = data::<f32>(seed, 120);
         let sub = scaled(&x, -k);
         prop_assert!(sub.iter().all(|v| v.abs() < f32::MIN_POSITIVE));
         let up = scaled(&sub, 120); // exact: back to normal values
-        prop_assert_eq!(outputs(&sub), outputs(&up));
+        prop_assert_eq!(outputs(&sub, 10), outputs(&up, 10));
     }
 
     /// Values near ±f32::MAX: finite statistics and outputs everywhere.
     #[test]
     fn values_near_f32_max_stay_finite(seed: u64, k in 124i32..=127) {
-        let x: Vec<f32> = scaled(&data(seed, 120), k).iter().map(|v| v.clamp(-f32::MAX, f32::MAX)).collect();
-        let (mut y, mut m, mut r) = (vec![0.0f32; 120], vec![0.0f32; 4], vec![0.0f32; 4]);
-        LayerNorm::new(30).eps(0.0).forward_with_stats(&x, &mut y, &mut m, &mut r).unwrap();
-        prop_assert!(y.iter().chain(&m).chain(&r).all(|v| v.is_finite()));
-        RmsNorm::new(30).eps(0.0).forward_with_stats(&x, &mut y, &mut r).unwrap();
-        prop_assert!(y.iter().chain(&r).all(|v| v.is_finite()));
-        let (mut bm, mut bs) = (vec![0.0f32; 3], vec![0.0f32; 3]);
-        for layout in [Layout::Nchw { n: 4, hw: 10 }, Layout::Nc { n: 40 }] {
-            BatchNorm::new(3).eps(0.0).forward_train(&x, layout, &mut y, None, &mut bm, &mut bs).unwrap();
-            prop_assert!(y.iter().chain(&bm).chain(&bs).all(|v| v.is_finite()));
+        let x: Vec<f32> = scaled(&data::<f32>(seed, 120), k).iter().map(|v| v.clamp(-f32::MAX, f32::MAX)).collect();
+        prop_assert!(all_finite(&x, 10));
+    }
+
+    /// f64: op(2^k·x) == op(x) bit for bit, k over the whole normal exponent range, rows
+    /// shorter than a vector, of a few vectors and of several sub-blocks.
+    #[test]
+    fn f64_every_op_is_scale_invariant_over_the_exponent_range(
+        seed: u64,
+        k in -1021i32..=1022,
+        hw in proptest::sample::select(F64_HW.to_vec()),
+    ) {
+        let x = data::<f64>(seed, 12 * hw);
+        prop_assert_eq!(outputs(&x, hw), outputs(&scaled(&x, k), hw));
+    }
+
+    /// f64 subnormal-only data normalizes exactly as its copy scaled back up.
+    #[test]
+    fn f64_subnormal_data_behaves_as_its_rescaled_copy(
+        seed: u64,
+        k in 1023i32..=1050,
+        hw in proptest::sample::select(F64_HW.to_vec()),
+    ) {
+        let x = data::<f64>(seed, 12 * hw);
+        let sub = scaled(&x, -k);
+        prop_assert!(sub.iter().all(|v| v.abs() < f64::MIN_POSITIVE));
+        let up = scaled(&sub, 1000); // exact: back to normal values
+        prop_assert_eq!(outputs(&sub, hw), outputs(&up, hw));
+    }
+
+    /// Values near ±f64::MAX: finite statistics and outputs everywhere.
+    #[test]
+    fn values_near_f64_max_stay_finite(
+        seed: u64,
+        k in 1020i32..=1023,
+        hw in proptest::sample::select(F64_HW.to_vec()),
+    ) {
+        let x: Vec<f64> = data::<f64>(seed, 12 * hw)
+            .iter()
+            .map(|v| (v * 2f64.powi(k - 2) * 4.0).clamp(-f64::MAX, f64::MAX))
+            .collect();
+        prop_assert!(all_finite(&x, hw));
+    }
+
+    /// f64 data at any magnitude the oracle holds with eps = 1e-5 (its `m2`, ~n·4^k, is an
+    /// f64 up to k ≈ 504 for these rows; beyond, the scale-invariance and finiteness tests
+    /// above stand in): LayerNorm, RMSNorm, BatchNorm training and GroupNorm outputs and
+    /// statistics against the oracle. Where var ≪ eps (tiny data), rstd is 1/sqrt(eps) and the
+    /// outputs are the data times it; the bound is 8 ε relative to each value's largest
+    /// term (|x − mean|·rstd·|w|) plus 8 ε of |b|: the kernels round each step once in f64
+    /// and the oracle differs from them by the rounding of those few steps.
+    #[test]
+    fn f64_ops_match_the_oracle_at_every_magnitude_with_eps(
+        seed: u64,
+        k in -1040i32..=500,
+        hw in proptest::sample::select(F64_HW.to_vec()),
+    ) {
+        let len = 3 * hw;
+        let x = scaled(&data::<f64>(seed, 4 * len), k);
+        let w: Vec<f64> = (0..len).map(|i| 0.5 + i as f64 * 0.125).collect();
+        let b: Vec<f64> = (0..len).map(|i| i as f64 - 7.0).collect();
+        let eps = 1e-5;
+        let tol = 8.0 * f64::EPSILON;
+        let (mut y, mut m, mut r) = (vec![0.0; x.len()], vec![0.0; 4], vec![0.0; 4]);
+        LayerNorm::new(len)
+            .eps(eps)
+            .weight(&w)
+            .bias(&b)
+            .forward_with_stats(&x, &mut y, &mut m, &mut r)
+            .unwrap();
+        let (wy, wm, wr) = simdnorm::oracle::layer_norm(&x, len, &w, &b, eps);
+        for i in 0..4 {
+            prop_assert!((r[i] - wr[i]).abs() <= tol * wr[i], "LN rstd {} vs {}", r[i], wr[i]);
+            let spread = x[i * len..][..len].iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            prop_assert!((m[i] - wm[i]).abs() <= tol * spread, "LN mean {} vs {}", m[i], wm[i]);
         }
-        let (mut gm, mut gs) = (vec![0.0f32; 4], vec![0.0f32; 4]);
-        GroupNorm::new(1, 3).eps(0.0).forward_with_stats(&x, 4, 10, &mut y, &mut gm, &mut gs).unwrap();
-        prop_assert!(y.iter().chain(&gm).chain(&gs).all(|v| v.is_finite()));
+        for (i, (g, want)) in y.iter().zip(&wy).enumerate() {
+            let (row, j) = (i / len, i % len);
+            let term = (x[i] - wm[row]).abs() * wr[row] * w[j];
+            prop_assert!(
+                (g - want).abs() <= tol * (term + b[j].abs()) + f64::MIN_POSITIVE,
+                "LN y[{}] = {:e}, want {:e}", i, g, want
+            );
+        }
+        RmsNorm::new(len)
+            .eps(eps)
+            .weight(&w)
+            .forward_with_stats(&x, &mut y, &mut r)
+            .unwrap();
+        let (wy, wr) = simdnorm::oracle::rms_norm(&x, len, &w, eps);
+        for i in 0..4 {
+            prop_assert!((r[i] - wr[i]).abs() <= tol * wr[i], "RMS rstd {} vs {}", r[i], wr[i]);
+        }
+        for (i, (g, want)) in y.iter().zip(&wy).enumerate() {
+            prop_assert!(
+                (g - want).abs() <= tol * want.abs() + f64::MIN_POSITIVE,
+                "RMS y[{}] = {:e}, want {:e}", i, g, want
+            );
+        }
+        // BatchNorm training (Nchw: channels of 4·hw values) and GroupNorm (one group a
+        // sample): channel c's / group's y = (x − mean)·rstd·w[c] + b[c]
+        let (c, n) = (3, 4);
+        let (wc, bc) = (&w[..c], &b[..c]);
+        let (mut bm, mut bs) = (vec![0.0; c], vec![0.0; c]);
+        BatchNorm::new(c)
+            .eps(eps)
+            .weight(wc)
+            .bias(bc)
+            .forward_train(&x, Layout::Nchw { n, hw }, &mut y, None, &mut bm, &mut bs)
+            .unwrap();
+        let (wy, sets) = simdnorm::oracle::batch_norm(&x, n, c, hw, false, None, wc, bc, eps);
+        for (i, (g, want)) in y.iter().zip(&wy).enumerate() {
+            let ch = (i / hw) % c;
+            let term = (x[i] - sets[ch].mean).abs() * sets[ch].rstd * wc[ch];
+            prop_assert!(
+                (g - want).abs() <= tol * (term + bc[ch].abs()) + f64::MIN_POSITIVE,
+                "BN y[{}] = {:e}, want {:e}", i, g, want
+            );
+        }
+        GroupNorm::new(1, c)
+            .eps(eps)
+            .weight(wc)
+            .bias(bc)
+            .forward_with_stats(&x, n, hw, &mut y, &mut m, &mut r)
+            .unwrap();
+        let (wy, sets) = simdnorm::oracle::group_norm(&x, n, c, hw, 1, wc, bc, eps);
+        for i in 0..n {
+            prop_assert!((r[i] - sets[i].rstd).abs() <= tol * sets[i].rstd, "GN rstd {} vs {}", r[i], sets[i].rstd);
+        }
+        for (i, (g, want)) in y.iter().zip(&wy).enumerate() {
+            let (set, ch) = (i / len, (i / hw) % c);
+            let term = (x[i] - sets[set].mean).abs() * sets[set].rstd * wc[ch];
+            prop_assert!(
+                (g - want).abs() <= tol * (term + bc[ch].abs()) + f64::MIN_POSITIVE,
+                "GN y[{}] = {:e}, want {:e}", i, g, want
+            );
+        }
     }
 }
 
