@@ -17,6 +17,8 @@ trait Real: Element<Acc = Self> + Copy + PartialOrd + std::fmt::Debug {
     fn of(v: f64) -> Self;
     fn f64(self) -> f64;
     fn bits(self) -> u64;
+    /// The value of `bits`.
+    fn from_bits64(u: u64) -> Self;
     /// 2^k, `k` within the normal exponent range.
     fn exp2(k: i32) -> Self;
     fn mul(self, o: Self) -> Self;
@@ -33,6 +35,9 @@ macro_rules! real {
             }
             fn bits(self) -> u64 {
                 self.to_bits() as u64
+            }
+            fn from_bits64(u: u64) -> Self {
+                <$t>::from_bits(u as _)
             }
             fn exp2(k: i32) -> Self {
                 (2.0 as $t).powi(k)
@@ -146,6 +151,79 @@ fn all_finite<T: Real>(x: &[T], hw: usize) -> bool {
         .forward_with_stats(x, n, hw, &mut y, &mut gm, &mut gs)
         .unwrap();
     ok & y.iter().chain(&gm).chain(&gs).all(fin)
+}
+
+/// The backward passes (LN, RMS, BN train `Nchw`, GN) with eps = 0 on `x` of shape (4, 3, hw),
+/// from the forward statistics of `x` and a fixed `dy`: `dx`, then `dweight` and `dbias`, as
+/// bits.
+fn gradients<T: Real>(x: &[T], hw: usize) -> (Vec<u64>, Vec<u64>) {
+    let (n, c) = (4, 3);
+    let len = c * hw;
+    let z = T::of(0.0);
+    let dy: Vec<T> = data::<T>(7, x.len());
+    let w: Vec<T> = (0..len).map(|i| T::of(0.5 + i as f64 * 0.125)).collect();
+    let b: Vec<T> = (0..len).map(|i| T::of(i as f64 - 7.0)).collect();
+    let (mut dx_all, mut dp_all) = (Vec::new(), Vec::new());
+    let (mut y, mut dx) = (vec![z; x.len()], vec![z; x.len()]);
+    let (mut m, mut r) = (vec![z; n], vec![z; n]);
+    let (mut dw, mut db) = (vec![z; len], vec![z; len]);
+    let mut keep = |dx: &[T], dp: &[&[T]]| {
+        dx_all.extend(dx.iter().map(|v| v.bits()));
+        dp_all.extend(dp.iter().flat_map(|d| d.iter().map(|v| v.bits())));
+    };
+    let ln = LayerNorm::new(len).eps(0.0).weight(&w).bias(&b);
+    ln.forward_with_stats(x, &mut y, &mut m, &mut r).unwrap();
+    ln.backward(&dy, x, &m, &r, &mut dx, Some(&mut dw), Some(&mut db))
+        .unwrap();
+    keep(&dx, &[&dw, &db]);
+    let rms = RmsNorm::new(len).eps(0.0).weight(&w);
+    rms.forward_with_stats(x, &mut y, &mut r).unwrap();
+    rms.backward(&dy, x, &r, &mut dx, Some(&mut dw)).unwrap();
+    keep(&dx, &[&dw]);
+    let bn = BatchNorm::new(c).eps(0.0).weight(&w[..c]).bias(&b[..c]);
+    let layout = Layout::Nchw { n, hw };
+    let (mut bm, mut bs) = (vec![z; c], vec![z; c]);
+    bn.forward_train(x, layout, &mut y, None, &mut bm, &mut bs)
+        .unwrap();
+    let (dwc, dbc) = (&mut dw[..c], &mut db[..c]);
+    bn.backward_train(
+        &dy,
+        x,
+        layout,
+        &bm,
+        &bs,
+        &mut dx,
+        Some(&mut *dwc),
+        Some(&mut *dbc),
+    )
+    .unwrap();
+    keep(&dx, &[dwc, dbc]);
+    let gn = GroupNorm::new(3, c).eps(0.0).weight(&w[..c]).bias(&b[..c]);
+    let (mut gm, mut gs) = (vec![z; n * 3], vec![z; n * 3]);
+    gn.forward_with_stats(x, n, hw, &mut y, &mut gm, &mut gs)
+        .unwrap();
+    let (dwc, dbc) = (&mut dw[..c], &mut db[..c]);
+    gn.backward(
+        &dy,
+        x,
+        n,
+        hw,
+        &gm,
+        &gs,
+        &mut dx,
+        Some(&mut *dwc),
+        Some(&mut *dbc),
+    )
+    .unwrap();
+    keep(&dx, &[dwc, dbc]);
+    (dx_all, dp_all)
+}
+
+/// The values of `bits` times 2^k, as bits (exact where the results are normal).
+fn times<T: Real>(bits: &[u64], k: i32) -> Vec<u64> {
+    bits.iter()
+        .map(|&u| T::from_bits64(u).mul(T::exp2(k)).bits())
+        .collect()
 }
 
 proptest! {
@@ -310,6 +388,31 @@ proptest! {
             );
         }
     }
+
+    /// The backward passes scale exactly with the data: for x·2^k (eps = 0, the statistics
+    /// of a forward pass on it), `dx` is the unscaled data's `dx`·2^-k bit for bit and
+    /// `dweight`, `dbias` are unchanged; f32 and f64. k stays far enough inside the exponent
+    /// range that every `dx` (down to ~1e-7 of the largest, from cancellations) stays normal,
+    /// that rstd (up to 2^24/2^k for two close values) is finite in f32, and that the largest
+    /// f64 `dx` (~2^-k·2^10) and its terms stay below f64::MAX.
+    #[test]
+    fn backward_passes_scale_exactly(
+        seed: u64,
+        k32 in -90i32..=90,
+        k64 in -1010i32..=900,
+        hw in proptest::sample::select(F64_HW.to_vec()),
+    ) {
+        let x = data::<f32>(seed, 12 * hw);
+        let (dx, dp) = gradients(&x, hw);
+        let (sdx, sdp) = gradients(&scaled(&x, k32), hw);
+        prop_assert_eq!(sdx, times::<f32>(&dx, -k32));
+        prop_assert_eq!(sdp, dp);
+        let x = data::<f64>(seed, 12 * hw);
+        let (dx, dp) = gradients(&x, hw);
+        let (sdx, sdp) = gradients(&scaled(&x, k64), hw);
+        prop_assert_eq!(sdx, times::<f64>(&dx, -k64));
+        prop_assert_eq!(sdp, dp);
+    }
 }
 
 /// Fuzz regression (batch_norm, group_norm): a weight of 6.4e-41 made rstd·w subnormal; folded
@@ -347,4 +450,16 @@ fn subnormal_products_of_rstd_and_weight_keep_precision() {
     let tol = 4.0 * f32::EPSILON as f64 * want.abs() + 1.5e-45;
     let err = (g[0] as f64 - want).abs();
     assert!(err <= tol, "{:e} vs {want:e} (tol {tol:e})", g[0] as f64);
+}
+
+/// f64 rows near 2^-1013 (rstd ~2^1014): `a·Σ(dy·w·x̂)` is beyond f64 while `a·Σ(dy·w·x̂)/n`
+/// and every `dx` (up to ~4e305) are not. `Coef::new` took the product first: dx was ±∞.
+#[test]
+fn f64_backward_near_the_top_of_the_range_stays_finite() {
+    let x = data::<f64>(6980617755350037648, 2400);
+    let (dx, dp) = gradients(&x, 200);
+    let (sdx, sdp) = gradients(&scaled(&x, -1013), 200);
+    assert!(sdx.iter().all(|&u| f64::from_bits(u).is_finite()));
+    assert_eq!(sdx, times::<f64>(&dx, 1013));
+    assert_eq!(sdp, dp);
 }

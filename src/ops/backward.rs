@@ -160,14 +160,16 @@ pub(crate) struct Coef<A> {
 }
 
 impl<A: Float> Coef<A> {
-    /// From the sums of [`sums`] over `n` values, in f64: β = −a·s2/n, γ = −a·s1/n;
+    /// From the sums of [`sums`] over `n` values, in f64: β = −a·(s2/n), γ = −a·(s1/n);
     /// `w` (a channel's weight, else 1) is folded into α. Where `α = a·w` would be subnormal
     /// in `A` (weights of 1e-40, say: found by the fuzzer, 5e-5 relative error on a normal
     /// dx), α is scaled up by `2^K` and the product `(dy·w)·α` scaled back inside the final
     /// fma: `dx = ((dy·w)·α)·2^−K + (x̂·β + γ)`.
     pub(crate) fn new(center: Center<A>, a: A, s1: f64, s2: f64, n: usize, w: A) -> Self {
         let (af, nf) = (a.to_f64(), n as f64);
-        let (alpha, beta, gamma) = (af * w.to_f64(), -af * s2 / nf, -af * s1 / nf);
+        // the means first: `a·s2` overflows f64 where `a·s2/n` does not (f64 data near
+        // 2^-1013, rstd ~2^1014: dx was ±∞ where ~1e305 was due)
+        let (alpha, beta, gamma) = (af * w.to_f64(), -af * (s2 / nf), -af * (s1 / nf));
         let tiny = alpha != 0.0 && alpha.abs() < A::MIN_POSITIVE.to_f64();
         // α·2^k near 1, but 2^-k no smaller than A's least subnormal (2^-149 for f32: a
         // post of 0 dropped the term, found by the fuzzer) and 2^k finite in f64
