@@ -9,8 +9,11 @@
 //!   scale would overflow, var + eps is eps);
 //! * weights so small that rstd·w is subnormal keep full relative precision (fuzz regression).
 
+mod common;
+
+use common::{bits, from_f64};
 use proptest::prelude::*;
-use simdnorm::{BatchNorm, Element, GroupNorm, LayerNorm, Layout, RmsNorm};
+use simdnorm::{BatchNorm, Element, Float, GroupNorm, LayerNorm, Layout, Moments, RmsNorm};
 
 /// The two accumulating element types, as far as these tests need them.
 trait Real: Element<Acc = Self> + Copy + PartialOrd + std::fmt::Debug {
@@ -153,7 +156,8 @@ fn all_finite<T: Real>(x: &[T], hw: usize) -> bool {
     ok & y.iter().chain(&gm).chain(&gs).all(fin)
 }
 
-/// The backward passes (LN, RMS, BN train `Nchw`, GN) with eps = 0 on `x` of shape (4, 3, hw),
+/// The backward passes (LN, RMS, BN train in its three layouts, GN with 3 groups and with 1)
+/// with eps = 0 on `x` of shape (4, 3, hw),
 /// from the forward statistics of `x` and a fixed `dy`: `dx`, then `dweight` and `dbias`, as
 /// bits.
 fn gradients<T: Real>(x: &[T], hw: usize) -> (Vec<u64>, Vec<u64>) {
@@ -181,41 +185,53 @@ fn gradients<T: Real>(x: &[T], hw: usize) -> (Vec<u64>, Vec<u64>) {
     rms.backward(&dy, x, &r, &mut dx, Some(&mut dw)).unwrap();
     keep(&dx, &[&dw]);
     let bn = BatchNorm::new(c).eps(0.0).weight(&w[..c]).bias(&b[..c]);
-    let layout = Layout::Nchw { n, hw };
     let (mut bm, mut bs) = (vec![z; c], vec![z; c]);
-    bn.forward_train(x, layout, &mut y, None, &mut bm, &mut bs)
+    for layout in [
+        Layout::Nchw { n, hw },
+        Layout::Nc { n: n * hw },
+        Layout::Nhwc { n, hw },
+    ] {
+        bn.forward_train(x, layout, &mut y, None, &mut bm, &mut bs)
+            .unwrap();
+        let (dwc, dbc) = (&mut dw[..c], &mut db[..c]);
+        bn.backward_train(
+            &dy,
+            x,
+            layout,
+            &bm,
+            &bs,
+            &mut dx,
+            Some(&mut *dwc),
+            Some(&mut *dbc),
+        )
         .unwrap();
-    let (dwc, dbc) = (&mut dw[..c], &mut db[..c]);
-    bn.backward_train(
-        &dy,
-        x,
-        layout,
-        &bm,
-        &bs,
-        &mut dx,
-        Some(&mut *dwc),
-        Some(&mut *dbc),
-    )
-    .unwrap();
-    keep(&dx, &[dwc, dbc]);
-    let gn = GroupNorm::new(3, c).eps(0.0).weight(&w[..c]).bias(&b[..c]);
-    let (mut gm, mut gs) = (vec![z; n * 3], vec![z; n * 3]);
-    gn.forward_with_stats(x, n, hw, &mut y, &mut gm, &mut gs)
+        keep(&dx, &[dwc, dbc]);
+    }
+    // a group a channel, and one group of all three (segments shorter than a vector: the
+    // blocks of channels for hw = 10)
+    for groups in [3, 1] {
+        let gn = GroupNorm::new(groups, c)
+            .eps(0.0)
+            .weight(&w[..c])
+            .bias(&b[..c]);
+        let (mut gm, mut gs) = (vec![z; n * groups], vec![z; n * groups]);
+        gn.forward_with_stats(x, n, hw, &mut y, &mut gm, &mut gs)
+            .unwrap();
+        let (dwc, dbc) = (&mut dw[..c], &mut db[..c]);
+        gn.backward(
+            &dy,
+            x,
+            n,
+            hw,
+            &gm,
+            &gs,
+            &mut dx,
+            Some(&mut *dwc),
+            Some(&mut *dbc),
+        )
         .unwrap();
-    let (dwc, dbc) = (&mut dw[..c], &mut db[..c]);
-    gn.backward(
-        &dy,
-        x,
-        n,
-        hw,
-        &gm,
-        &gs,
-        &mut dx,
-        Some(&mut *dwc),
-        Some(&mut *dbc),
-    )
-    .unwrap();
-    keep(&dx, &[dwc, dbc]);
+        keep(&dx, &[dwc, dbc]);
+    }
     (dx_all, dp_all)
 }
 
@@ -224,6 +240,140 @@ fn times<T: Real>(bits: &[u64], k: i32) -> Vec<u64> {
     bits.iter()
         .map(|&u| T::from_bits64(u).mul(T::exp2(k)).bits())
         .collect()
+}
+
+/// `x` times 2^k in any element type (exact while the results are normal).
+fn scaled_any<T: Element>(x: &[T], k: i32) -> Vec<T> {
+    let (a, b) = (T::Acc::exp2i(k / 2), T::Acc::exp2i(k - k / 2));
+    x.iter().map(|v| T::from_acc(v.to_acc() * a * b)).collect()
+}
+
+/// The ops `outputs` leaves out, any element type, eps = 0, on `x` of shape (4, 3, hw) and
+/// `resid` of its length: `forward_add` (residual and output) of LN and RMS, masked
+/// BatchNorm training (lengths 1, hw, hw/2, hw), GroupNorm with one group of three channels,
+/// InstanceNorm; then, with `moments`, BatchNorm eval with running statistics from `x`'s own
+/// and the moment functions' statistics (`row_moments` over rows of 3·hw, `col_moments` over 3 columns,
+/// `moments`, `welford`, `two_pass`, streaming `Welford` with a merge), scaled back by
+/// 2^-k / 4^-k (`unscale`) so that equal bits mean an exact scaling.
+fn more_outputs<T: Element>(x: &[T], resid: &[T], hw: usize, k: i32, moments: bool) -> Vec<u64> {
+    let (n, c) = (4, 3);
+    let len = c * hw;
+    let z = from_f64::<T>(0.0);
+    let za = T::Acc::from_f64(0.0);
+    let w: Vec<T> = (0..len).map(|i| from_f64(0.5 + i as f64 * 0.125)).collect();
+    let b: Vec<T> = (0..len).map(|i| from_f64(i as f64 - 7.0)).collect();
+    let mut out = Vec::new();
+    let mut y = vec![z; x.len()];
+    let mut r = resid.to_vec();
+    LayerNorm::new(len)
+        .eps(0.0)
+        .weight(&w)
+        .bias(&b)
+        .forward_add(x, &mut r, &mut y)
+        .unwrap();
+    out.extend(bits(&y));
+    // the residual sum scales with the data: compare it unscaled
+    out.extend(bits(&scaled_any(&r, -k)));
+    let mut r = resid.to_vec();
+    RmsNorm::new(len)
+        .eps(0.0)
+        .weight(&w)
+        .forward_add(x, &mut r, &mut y)
+        .unwrap();
+    out.extend(bits(&y));
+    let bn = BatchNorm::new(c).eps(0.0).weight(&w[..c]).bias(&b[..c]);
+    let layout = Layout::Nchw { n, hw };
+    let (mut m, mut s) = (vec![za; c], vec![za; c]);
+    bn.forward_train(x, layout, &mut y, None, &mut m, &mut s)
+        .unwrap();
+    let lengths = [1, hw, hw.div_ceil(2), hw];
+    bn.forward_train_masked(x, n, hw, &lengths, &mut y, None, &mut m, &mut s)
+        .unwrap();
+    out.extend(bits(&y));
+    GroupNorm::new(1, c)
+        .eps(0.0)
+        .weight(&w[..c])
+        .bias(&b[..c])
+        .forward(x, n, hw, &mut y)
+        .unwrap();
+    out.extend(bits(&y));
+    GroupNorm::instance(c)
+        .eps(0.0)
+        .forward(x, n, hw, &mut y)
+        .unwrap();
+    out.extend(bits(&y));
+    if !moments {
+        return out;
+    }
+    // running statistics as a model would hold them (the batch mean, the variance 1/s²:
+    // ~4^k, so with the moments)
+    bn.forward_train(x, layout, &mut y, None, &mut m, &mut s)
+        .unwrap();
+    let var: Vec<T::Acc> = s.iter().map(|v| T::Acc::ONE / (*v * *v)).collect();
+    bn.forward_eval(x, layout, &m, &var, &mut y).unwrap();
+    out.extend(bits(&y));
+    let unscale = |m: &Moments<T::Acc>| {
+        let mean = m.mean * T::Acc::exp2i(-k);
+        let m2 = m.m2 * T::Acc::exp2i(-k) * T::Acc::exp2i(-k);
+        [m.count, mean.to_f64().to_bits(), m2.to_f64().to_bits()]
+    };
+    let mut rows = vec![Moments::<T::Acc>::EMPTY; n];
+    simdnorm::row_moments(x, len, &mut rows).unwrap();
+    let mut cols = vec![Moments::<T::Acc>::EMPTY; c];
+    simdnorm::col_moments(x, c, &mut cols).unwrap();
+    let mut st = simdnorm::Welford::new();
+    st.extend(&x[..x.len() / 3]);
+    let mut st2 = simdnorm::Welford::new();
+    st2.extend(&x[x.len() / 3..]);
+    st.merge(&st2);
+    let whole = [
+        simdnorm::moments(x),
+        simdnorm::welford(x),
+        simdnorm::two_pass(x),
+        st.moments(),
+    ];
+    for m in rows.iter().chain(&cols).chain(&whole) {
+        out.extend(unscale(m));
+    }
+    out
+}
+
+/// [`more_outputs`] of `x` and of `x·2^k` (with the residual scaled alike) agree.
+fn more_invariant<T: Element>(
+    seed: u64,
+    hw: usize,
+    k: i32,
+    moments: bool,
+) -> Result<(), TestCaseError> {
+    let x: Vec<T> = data::<f64>(seed, 12 * hw)
+        .iter()
+        .map(|v| from_f64(*v))
+        .collect();
+    let resid: Vec<T> = data::<f64>(seed ^ 5, 12 * hw)
+        .iter()
+        .map(|v| from_f64(*v * 0.75))
+        .collect();
+    let (sx, sr) = (scaled_any(&x, k), scaled_any(&resid, k));
+    let (a, b) = (
+        more_outputs(&x, &resid, hw, 0, moments),
+        more_outputs(&sx, &sr, hw, k, moments),
+    );
+    prop_assert_eq!(a.len(), b.len());
+    if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+        // which output: forward_add y and residual, RMS forward_add, masked BN, GN,
+        // InstanceNorm, BN eval (each of x's length), then the moments
+        let n = x.len();
+        prop_assert!(
+            false,
+            "output {} (part {}, element {}): {:e} vs {:e}",
+            i,
+            i / n,
+            i % n,
+            f64::from_bits(a[i]),
+            f64::from_bits(b[i])
+        );
+    }
+    Ok(())
 }
 
 proptest! {
@@ -412,6 +562,29 @@ proptest! {
         let (sdx, sdp) = gradients(&scaled(&x, k64), hw);
         prop_assert_eq!(sdx, times::<f64>(&dx, -k64));
         prop_assert_eq!(sdp, dp);
+    }
+
+    /// `forward_add`, masked BatchNorm training, GroupNorm over several channels,
+    /// InstanceNorm, BatchNorm eval and the moment functions scale exactly too, in every element type: f32
+    /// and bf16 (f32's exponent range) for k in −100..=100, f16 for k in −10..=10 (its
+    /// normal range is 2^-14..2^16), f64 for k in −1000..=1000; BatchNorm eval (its running
+    /// variance ~4^k) and the moments (`m2` ~ n·4^k, rescaled exactly) for half those k.
+    #[test]
+    fn more_ops_and_the_moments_are_scale_invariant(
+        seed: u64,
+        k32 in -100i32..=100,
+        k16 in -10i32..=10,
+        k64 in -1000i32..=1000,
+        hw in proptest::sample::select(F64_HW.to_vec()),
+    ) {
+        more_invariant::<f32>(seed, hw, k32, false)?;
+        more_invariant::<half::bf16>(seed, hw, k32, false)?;
+        more_invariant::<half::f16>(seed, hw, k16, true)?;
+        more_invariant::<f64>(seed, hw, k64, false)?;
+        // the moments themselves (m2 ~ 4^k) only where that stays normal
+        more_invariant::<f32>(seed, hw, k32 / 2, true)?;
+        more_invariant::<half::bf16>(seed, hw, k32 / 2, true)?;
+        more_invariant::<f64>(seed, hw, k64 / 2, true)?;
     }
 }
 
