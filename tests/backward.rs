@@ -1,5 +1,5 @@
 //! Backward passes: central finite differences in f64 for every op and parameter, bad inputs,
-//! determinism across thread counts.
+//! determinism across thread counts, NaN and ±∞ confined to their set.
 
 mod common;
 
@@ -629,5 +629,186 @@ fn paired_rows_backward_match_the_oracle_and_single_rows() {
             let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&one), bits(&dx[q]), "n {n} row {r}");
         }
+    }
+}
+
+/// Which set (row, channel or (sample, group)) element `i` of an `(n, c, hw)` input belongs
+/// to, and its feature (the index of the weight that applies to it), per op.
+#[derive(Clone, Copy, Debug)]
+enum SetOp {
+    /// LayerNorm (`rms = false`) or RMSNorm over rows of `c·hw`.
+    Rows { rms: bool },
+    /// BatchNorm training in a layout.
+    Bn(u8),
+    /// GroupNorm with this many groups.
+    Gn(usize),
+}
+
+/// The backward of `op` on `x`, `dy` of shape `(n, c, hw)` (statistics from a forward pass
+/// on `x`, eps 1e-5), with weight and bias: `(dx, dweight, dbias)` in f64, and each
+/// element's set and each parameter's set (`None`: a parameter summed over every set).
+#[allow(clippy::type_complexity)]
+fn backward_of<T: simdnorm::Element>(
+    op: SetOp,
+    x: &[T],
+    dy: &[T],
+    (n, c, hw): (usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<usize>, Vec<Option<usize>>) {
+    use simdnorm::Float;
+    let len = c * hw;
+    let z = common::from_f64::<T>(0.0);
+    let za = T::Acc::from_f64(0.0);
+    let f = |v: &[T::Acc]| v.iter().map(|a| a.to_f64()).collect::<Vec<f64>>();
+    let mut y = vec![z; x.len()];
+    let mut dx = vec![z; x.len()];
+    let (set, params, dw, db): (Vec<usize>, Vec<Option<usize>>, Vec<_>, Vec<_>) = match op {
+        SetOp::Rows { rms } => {
+            let w: Vec<T> = (0..len)
+                .map(|i| common::from_f64(1.0 + i as f64 / 64.0))
+                .collect();
+            let (mut dw, mut db) = (vec![za; len], vec![za; len]);
+            let (mut m, mut r) = (vec![za; n], vec![za; n]);
+            if rms {
+                let op = RmsNorm::new(len).weight(&w);
+                op.forward_with_stats(x, &mut y, &mut r).unwrap();
+                op.backward(dy, x, &r, &mut dx, Some(&mut dw)).unwrap();
+            } else {
+                let op = LayerNorm::new(len).weight(&w).bias(&w);
+                op.forward_with_stats(x, &mut y, &mut m, &mut r).unwrap();
+                op.backward(dy, x, &m, &r, &mut dx, Some(&mut dw), Some(&mut db))
+                    .unwrap();
+            }
+            let set = (0..x.len()).map(|i| i / len).collect();
+            (set, vec![None; len], f(&dw), f(&db))
+        }
+        SetOp::Bn(l) => {
+            let layout = match l {
+                0 => Layout::Nchw { n, hw },
+                1 => Layout::Nc { n: n * hw },
+                _ => Layout::Nhwc { n, hw },
+            };
+            let w: Vec<T> = (0..c)
+                .map(|i| common::from_f64(1.0 + i as f64 / 8.0))
+                .collect();
+            let op = BatchNorm::new(c).weight(&w).bias(&w);
+            let (mut m, mut s) = (vec![za; c], vec![za; c]);
+            op.forward_train(x, layout, &mut y, None, &mut m, &mut s)
+                .unwrap();
+            let (mut dw, mut db) = (vec![za; c], vec![za; c]);
+            op.backward_train(dy, x, layout, &m, &s, &mut dx, Some(&mut dw), Some(&mut db))
+                .unwrap();
+            let set = (0..x.len())
+                .map(|i| if l == 0 { (i / hw) % c } else { i % c })
+                .collect();
+            (set, (0..c).map(Some).collect(), f(&dw), f(&db))
+        }
+        SetOp::Gn(g) => {
+            let w: Vec<T> = (0..c)
+                .map(|i| common::from_f64(1.0 + i as f64 / 8.0))
+                .collect();
+            let op = GroupNorm::new(g, c).weight(&w).bias(&w);
+            let (mut m, mut r) = (vec![za; n * g], vec![za; n * g]);
+            op.forward_with_stats(x, n, hw, &mut y, &mut m, &mut r)
+                .unwrap();
+            let (mut dw, mut db) = (vec![za; c], vec![za; c]);
+            op.backward(dy, x, n, hw, &m, &r, &mut dx, Some(&mut dw), Some(&mut db))
+                .unwrap();
+            let cpg = c / g;
+            let set = (0..x.len())
+                .map(|i| (i / len) * g + (i / hw) % c / cpg)
+                .collect();
+            // a channel's parameters sum over every sample: tied to its group in each
+            (set, vec![None; c], f(&dw), f(&db))
+        }
+    };
+    let dxf = dx.iter().map(|v| v.to_acc().to_f64()).collect();
+    (dxf, dw, db, set, params)
+}
+
+/// A NaN or ±∞ at element `at` of `x` (or of `dy`) makes `dx` of that element's set
+/// non-finite throughout and leaves every other set's `dx` finite: the forward contract
+/// ("a NaN stays where it is") carried to the backward passes. BatchNorm's dweight and dbias
+/// are per channel: only the poisoned channel's may be non-finite (dbias not at all for a
+/// poisoned `x`, which it does not read).
+fn confined<T: simdnorm::Element>(
+    op: SetOp,
+    shape: (usize, usize, usize),
+    at: usize,
+    bad: f64,
+    in_dy: bool,
+    seed: u64,
+) -> Result<(), String> {
+    let (n, c, hw) = shape;
+    let mut rng = Rng(seed);
+    let mut x = common::gaussian::<T>(&mut rng, n * c * hw, 1.0, 1.0);
+    let mut dy = common::gaussian::<T>(&mut rng, n * c * hw, 0.0, 1.0);
+    let at = at % x.len();
+    if in_dy {
+        dy[at] = common::from_f64(bad);
+    } else {
+        x[at] = common::from_f64(bad);
+    }
+    let (dx, dw, db, set, params) = backward_of(op, &x, &dy, shape);
+    for (i, v) in dx.iter().enumerate() {
+        let poisoned = set[i] == set[at];
+        if poisoned == v.is_finite() {
+            return Err(format!(
+                "dx[{i}] = {v} (set {}, poisoned set {}, bad {bad} in {})",
+                set[i],
+                set[at],
+                if in_dy { "dy" } else { "x" }
+            ));
+        }
+    }
+    for (j, p) in params.iter().enumerate() {
+        if let Some(s) = p {
+            let poisoned = *s == set[at];
+            let clean = dw[j].is_finite() && db[j].is_finite();
+            if !poisoned && !clean {
+                return Err(format!(
+                    "dweight/dbias[{j}] = {}/{} outside the poisoned set",
+                    dw[j], db[j]
+                ));
+            }
+            if !in_dy && !db[j].is_finite() {
+                return Err(format!("dbias[{j}] = {} from a bad x", db[j]));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// [`confined`] for LN, RMS, BN in each layout and GN (one group a channel, two groups,
+    /// one group), f32, f64 and bf16, shapes with rows and segments shorter and longer than a
+    /// vector.
+    #[test]
+    fn a_nan_or_inf_stays_in_its_set_in_the_backward_passes(
+        opi in 0usize..8,
+        n in 2usize..5,
+        c in proptest::sample::select(vec![2usize, 4, 6]),
+        hw in proptest::prop_oneof![1usize..20, 20usize..70],
+        at in proptest::prelude::any::<usize>(),
+        bad in proptest::sample::select(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY]),
+        in_dy in proptest::prelude::any::<bool>(),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let op = match opi {
+            0 => SetOp::Rows { rms: false },
+            1 => SetOp::Rows { rms: true },
+            2..=4 => SetOp::Bn((opi - 2) as u8),
+            5 => SetOp::Gn(c),
+            6 => SetOp::Gn(2),
+            _ => SetOp::Gn(1),
+        };
+        let shape = (n, c, hw);
+        let r = confined::<f32>(op, shape, at, bad, in_dy, seed);
+        proptest::prop_assert!(r.is_ok(), "f32 {:?} {:?}: {:?}", op, shape, r);
+        let r = confined::<f64>(op, shape, at, bad, in_dy, seed);
+        proptest::prop_assert!(r.is_ok(), "f64 {:?} {:?}: {:?}", op, shape, r);
+        let r = confined::<half::bf16>(op, shape, at, bad, in_dy, seed);
+        proptest::prop_assert!(r.is_ok(), "bf16 {:?} {:?}: {:?}", op, shape, r);
     }
 }
