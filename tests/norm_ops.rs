@@ -469,6 +469,30 @@ fn nan_and_inf_stay_in_their_row() {
     check(&y, &[&rstd], "RMSNorm");
 }
 
+/// `residual + x` beyond f32: the stored sum is ±∞, as f32's addition gives it, and that row
+/// (only) normalizes to NaN, for LayerNorm and RMSNorm.
+#[test]
+fn forward_add_overflowing_sums_poison_only_their_row() {
+    let n = 20;
+    let x: Vec<f32> = (0..3 * n).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut base = x.clone();
+    base[n + 5] = f32::MAX;
+    let mut xs = x.clone();
+    xs[n + 5] = f32::MAX;
+    for rms in [false, true] {
+        let (mut r, mut y) = (base.clone(), vec![0.0f32; 3 * n]);
+        if rms {
+            RmsNorm::new(n).forward_add(&xs, &mut r, &mut y).unwrap();
+        } else {
+            LayerNorm::new(n).forward_add(&xs, &mut r, &mut y).unwrap();
+        }
+        assert_eq!(r[n + 5], f32::INFINITY);
+        for (i, v) in y.iter().enumerate() {
+            assert_eq!(v.is_nan(), i / n == 1, "rms {rms}: y[{i}] = {v}");
+        }
+    }
+}
+
 #[test]
 fn forward_add_rounds_the_residual_once() {
     let mut rng = Rng(7);

@@ -197,6 +197,9 @@ impl<'a, T: Element> LayerNorm<'a, T> {
     /// The fused residual add of a transformer block: `residual += x` (rounded once to `T`),
     /// then `y = LayerNorm(residual)`, one pass over memory per row.
     ///
+    /// A sum beyond `T`'s range is stored as ±∞ (as `T`'s own addition gives it) and makes
+    /// its row's outputs NaN.
+    ///
     /// # Errors
     /// As [`LayerNorm::forward`], and [`NormError::LengthMismatch`] if `residual` does not
     /// match `x`.

@@ -172,6 +172,9 @@ impl<'a, T: Element> RmsNorm<'a, T> {
     /// `residual += x` (rounded once to `T`), then `y = RMSNorm(residual)`, one pass over
     /// memory per row.
     ///
+    /// A sum beyond `T`'s range is stored as ±∞ (as `T`'s own addition gives it) and makes
+    /// its row's outputs NaN.
+    ///
     /// # Errors
     /// As [`RmsNorm::forward`], and [`NormError::LengthMismatch`] if `residual` does not
     /// match `x`.
