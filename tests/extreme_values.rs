@@ -119,9 +119,10 @@ fn outputs<T: Real>(x: &[T], hw: usize) -> Vec<u64> {
     out
 }
 
-/// Row lengths (`3·hw`) of the f64 cases: shorter than a vector, a few vectors, and longer
-/// than a sub-block of the statistics pass.
-const F64_HW: [usize; 3] = [2, 10, 200];
+/// Segment lengths `hw` of the cases (LN and RMS rows of `3·hw`): rows shorter than a vector,
+/// of a few vectors, longer than a sub-block of the statistics pass, and of 3072 values (more
+/// than a block; normalized two rows at a time where their streams fill L1).
+const HW: [usize; 4] = [2, 10, 200, 1024];
 
 /// `values_near_max_stay_finite`'s check: finite statistics and outputs of every op.
 fn all_finite<T: Real>(x: &[T], hw: usize) -> bool {
@@ -381,9 +382,13 @@ proptest! {
 
     /// op(2^k·x) == op(x) bit for bit for every op, k over the whole normal exponent range.
     #[test]
-    fn every_op_is_scale_invariant_over_the_exponent_range(seed: u64, k in -125i32..=126) {
-        let x = data::<f32>(seed, 120);
-        prop_assert_eq!(outputs(&x, 10), outputs(&scaled(&x, k), 10));
+    fn every_op_is_scale_invariant_over_the_exponent_range(
+        seed: u64,
+        k in -125i32..=126,
+        hw in proptest::sample::select(HW.to_vec()),
+    ) {
+        let x = data::<f32>(seed, 12 * hw);
+        prop_assert_eq!(outputs(&x, hw), outputs(&scaled(&x, k), hw));
     }
 
     /// Subnormal-only data (x·2^-140: few significant bits left) normalizes exactly as its copy
@@ -410,7 +415,7 @@ proptest! {
     fn f64_every_op_is_scale_invariant_over_the_exponent_range(
         seed: u64,
         k in -1021i32..=1022,
-        hw in proptest::sample::select(F64_HW.to_vec()),
+        hw in proptest::sample::select(HW.to_vec()),
     ) {
         let x = data::<f64>(seed, 12 * hw);
         prop_assert_eq!(outputs(&x, hw), outputs(&scaled(&x, k), hw));
@@ -421,7 +426,7 @@ proptest! {
     fn f64_subnormal_data_behaves_as_its_rescaled_copy(
         seed: u64,
         k in 1023i32..=1050,
-        hw in proptest::sample::select(F64_HW.to_vec()),
+        hw in proptest::sample::select(HW.to_vec()),
     ) {
         let x = data::<f64>(seed, 12 * hw);
         let sub = scaled(&x, -k);
@@ -435,7 +440,7 @@ proptest! {
     fn values_near_f64_max_stay_finite(
         seed: u64,
         k in 1020i32..=1023,
-        hw in proptest::sample::select(F64_HW.to_vec()),
+        hw in proptest::sample::select(HW.to_vec()),
     ) {
         let x: Vec<f64> = data::<f64>(seed, 12 * hw)
             .iter()
@@ -455,7 +460,7 @@ proptest! {
     fn f64_ops_match_the_oracle_at_every_magnitude_with_eps(
         seed: u64,
         k in -1040i32..=500,
-        hw in proptest::sample::select(F64_HW.to_vec()),
+        hw in proptest::sample::select(HW.to_vec()),
     ) {
         let len = 3 * hw;
         let x = scaled(&data::<f64>(seed, 4 * len), k);
@@ -550,7 +555,7 @@ proptest! {
         seed: u64,
         k32 in -90i32..=90,
         k64 in -1010i32..=900,
-        hw in proptest::sample::select(F64_HW.to_vec()),
+        hw in proptest::sample::select(HW.to_vec()),
     ) {
         let x = data::<f32>(seed, 12 * hw);
         let (dx, dp) = gradients(&x, hw);
@@ -575,7 +580,7 @@ proptest! {
         k32 in -100i32..=100,
         k16 in -10i32..=10,
         k64 in -1000i32..=1000,
-        hw in proptest::sample::select(F64_HW.to_vec()),
+        hw in proptest::sample::select(HW.to_vec()),
     ) {
         more_invariant::<f32>(seed, hw, k32, false)?;
         more_invariant::<half::bf16>(seed, hw, k32, false)?;
