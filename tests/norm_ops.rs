@@ -771,6 +771,60 @@ fn paired_rows_match_single_rows_bitwise() {
     }
 }
 
+/// Inputs beyond the last-level cache (≥ 32 MiB) with f32 or f64 LayerNorm rows that fill L1
+/// go four at a time (then two, then one at a task's end): every output, mean, rstd and
+/// `forward_add` residual bit for bit that of the row normalized alone, in the default pool
+/// (tasks split the rows), a NaN row confined to itself and a row at the rescue's scale
+/// beside it.
+#[test]
+fn rows_four_at_a_time_match_single_rows_bitwise() {
+    fn check<T: Element>(n: usize, rows: usize) {
+        let mut rng = Rng(rows as u64);
+        let mut x = gaussian::<T>(&mut rng, rows * n, 3.0, 1.0);
+        x[n + 5] = from_f64(f64::NAN);
+        for v in &mut x[2 * n..3 * n] {
+            *v = from_f64(v.to_acc().to_f64() * 1e-30);
+        }
+        assert!(size_of_val(&x[..]) >= 32 << 20);
+        let w = gaussian::<T>(&mut rng, n, 1.0, 0.5);
+        let b = gaussian::<T>(&mut rng, n, 0.0, 1.0);
+        let z = from_f64::<T>(0.0);
+        let za = T::Acc::from_f64(0.0);
+        let ln = LayerNorm::new(n).weight(&w).bias(&b);
+        let mut y = vec![z; rows * n];
+        let (mut m, mut s) = (vec![za; rows], vec![za; rows]);
+        ln.forward_with_stats(&x, &mut y, &mut m, &mut s).unwrap();
+        let mut one = vec![z; n];
+        let (mut m1, mut s1) = ([za], [za]);
+        // every row of the first and last few hundred (the tasks' ends), and every 7th
+        for r in (0..rows).filter(|r| *r < 300 || *r + 300 >= rows || r % 7 == 0) {
+            ln.forward_with_stats(&x[r * n..][..n], &mut one, &mut m1, &mut s1)
+                .unwrap();
+            assert_eq!(bits(&one), bits(&y[r * n..][..n]), "n {n} row {r}");
+            assert_eq!(bits(&m1), bits(&m[r..=r]), "mean {r}");
+            assert_eq!(bits(&s1), bits(&s[r..=r]), "rstd {r}");
+        }
+        assert!(y[n..2 * n].iter().all(|v| v.to_acc().to_f64().is_nan()));
+        assert!(
+            !y[..n]
+                .iter()
+                .chain(&y[2 * n..])
+                .any(|v| v.to_acc().to_f64().is_nan())
+        );
+        let res0 = gaussian::<T>(&mut rng, rows * n, 1.0, 1.0);
+        let mut res = res0.clone();
+        ln.forward_add(&x, &mut res, &mut y).unwrap();
+        for r in (0..rows).filter(|r| *r < 300 || *r + 300 >= rows || r % 7 == 0) {
+            let mut r1 = res0[r * n..][..n].to_vec();
+            ln.forward_add(&x[r * n..][..n], &mut r1, &mut one).unwrap();
+            assert_eq!(bits(&one), bits(&y[r * n..][..n]), "add n {n} row {r}");
+            assert_eq!(bits(&r1), bits(&res[r * n..][..n]), "add residual {r}");
+        }
+    }
+    check::<f32>(4096, 2051);
+    check::<f64>(4096, 1027);
+}
+
 /// With the `row-along` feature (`.ci/run` tests it), rows of 256..=16384 values taken
 /// together (LayerNorm, and RMSNorm from 1024, from a source, not in place) have the next
 /// row's statistics pass carried along this row's normalize step (`ops::map_row_along`);

@@ -310,7 +310,7 @@ impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
         normalize_row(src, y, self.weight, self.bias, stats.plan);
     }
 
-    fn pairs(&self) -> bool {
+    fn together(&self) -> bool {
         self.weight.is_some() && self.bias.is_some()
     }
 
@@ -350,15 +350,16 @@ impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
         }
     }
 
-    fn pair(&self, src: [&[T]; 2], r: [RowMut<'_, T, T::Acc>; 2]) {
+    fn rows<const R: usize>(&self, src: [&[T]; R], r: [RowMut<'_, T, T::Acc>; R]) {
         let st = src.map(|x| self.stats(x));
-        let [a, b] = r;
-        let y = [
-            a.put(Some(st[0].mean), st[0].rstd),
-            b.put(Some(st[1].mean), st[1].rstd),
-        ];
-        let src = [Some(src[0]), Some(src[1])];
-        normalize_rows(src, y, self.weight, self.bias, [st[0].plan, st[1].plan]);
+        let mut k = 0;
+        let y = r.map(|r| {
+            let s = &st[k];
+            k += 1;
+            r.put(Some(s.mean), s.rstd)
+        });
+        let plans = st.map(|s| s.plan);
+        normalize_rows(src.map(Some), y, self.weight, self.bias, plans);
     }
 }
 

@@ -423,24 +423,40 @@ impl<'a, T: Element, A: Send> RowsMut<'a, T, A> {
         });
     }
 
-    /// [`RowsMut::run`] taking the rows two at a time, `g(i, row i, row i + 1)` (an odd last
-    /// row of a task by `f`).
-    pub(crate) fn run_pairs(
+    /// [`RowsMut::run`] taking the rows four at a time (`four`), `g4(i, [row i, .., row
+    /// i + 3])`, else and for a task's last two or three two at a time, `g2(i, [row i,
+    /// row i + 1])`, a last odd one by `f`.
+    pub(crate) fn run_together(
         self,
+        four: bool,
         f: impl Fn(usize, RowMut<'_, T, A>) + Sync,
-        g: impl Fn(usize, RowMut<'_, T, A>, RowMut<'_, T, A>) + Sync,
+        g2: impl Fn(usize, [RowMut<'_, T, A>; 2]) + Sync,
+        g4: impl Fn(usize, [RowMut<'_, T, A>; 4]) + Sync,
     ) {
         let parallel = par::worth_parallel(self.y.len());
-        let per_task = self.per_task().next_multiple_of(2);
+        let per_task = self.per_task().next_multiple_of(4);
         self.tasks(0, per_task, parallel, &|first, rows| {
             let mut rows = rows.into_rows();
             let mut i = first;
             while let Some(a) = rows.next() {
-                match rows.next() {
-                    Some(b) => g(i, a, b),
-                    None => f(i, a),
+                let Some(b) = rows.next() else {
+                    return f(i, a);
+                };
+                if !four {
+                    g2(i, [a, b]);
+                    i += 2;
+                    continue;
                 }
-                i += 2;
+                match (rows.next(), rows.next()) {
+                    (Some(c), Some(d)) => g4(i, [a, b, c, d]),
+                    (c, _) => {
+                        g2(i, [a, b]);
+                        if let Some(c) = c {
+                            f(i + 2, c);
+                        }
+                    }
+                }
+                i += 4;
             }
         });
     }
@@ -475,18 +491,19 @@ pub(crate) trait RowNorm<T: Element>: Sync {
     /// Normalizes one row (`src = None`: in place in `r.y`), writing its statistics where
     /// `r` asks for them.
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>);
-    /// Whether rows too long for L1 beside their parameters go two at a time
-    /// ([`RowNorm::pair`]): where two parameter streams are shared (LayerNorm with weight and
-    /// bias: 4096×4096 9.7 → 8.6 ms, 128×4096 127 → 112 µs, A/B). Sharing one (RMSNorm's
-    /// weight) measured neutral to 18 % slower, none (no parameters) 38 % slower.
-    fn pairs(&self) -> bool {
+    /// Whether rows too long for L1 beside their parameters go several at a time
+    /// ([`RowNorm::rows`]: two, or four, see `run_rows`): where two parameter streams are
+    /// shared (LayerNorm with weight and bias; two at a time: 4096×4096 9.7 → 8.6 ms,
+    /// 128×4096 127 → 112 µs, A/B). Sharing one (RMSNorm's weight)
+    /// measured neutral to 18 % slower two at a time, none (no parameters) 38 % slower.
+    fn together(&self) -> bool {
         false
     }
-    /// Normalizes two rows of `src` at once, bit for bit as [`RowNorm::row`] on each.
-    fn pair(&self, src: [&[T]; 2], r: [RowMut<'_, T, T::Acc>; 2]) {
-        let [a, b] = r;
-        self.row(Some(src[0]), a);
-        self.row(Some(src[1]), b);
+    /// Normalizes `R` rows of `src` at once, bit for bit as [`RowNorm::row`] on each.
+    fn rows<const R: usize>(&self, src: [&[T]; R], r: [RowMut<'_, T, T::Acc>; R]) {
+        for (src, r) in src.into_iter().zip(r) {
+            self.row(Some(src), r);
+        }
     }
     /// The shortest row that carries the next row's statistics pass along its normalize
     /// step ([`RowNorm::row_along`]; `usize::MAX`: none does). Rows longer than
@@ -522,7 +539,7 @@ fn along_pays<T: Element>(op: &impl RowNorm<T>, n: usize) -> bool {
     (op.along_from()..=AHEAD_MAX).contains(&n)
 }
 
-/// Whether rows of `n` values go two at a time (sharing their parameter streams): their
+/// Whether rows of `n` values go two (or more) at a time (sharing their parameter streams): their
 /// streams, `bytes` per value in all, fill L1 (`tuning::L1_BYTES`), and they are a whole
 /// number of vectors (so that every row of a call has one alignment).
 pub(crate) fn pairs_pay<T: Element>(n: usize, bytes: usize) -> bool {
@@ -531,8 +548,9 @@ pub(crate) fn pairs_pay<T: Element>(n: usize, bytes: usize) -> bool {
 
 /// Drives `op` over every row: from `x` into `rows.y` (`x = None`: in place), or with
 /// `rows.resid` present, `resid += x` first and the summed row normalized (`forward_add`).
-/// Rows whose streams fill L1 go in pairs where the op pairs (not in place): `forward_add`
-/// 4096×4096 14.1–14.4 → 13.4–13.5 ms (A/B, 1 thread; 8 and 128 rows within the noise).
+/// Rows whose streams fill L1 go two or four at a time where the op takes them so (not in
+/// place): `forward_add` in pairs 4096×4096 14.1–14.4 → 13.4–13.5 ms (A/B, 1 thread; 8 and
+/// 128 rows within the noise).
 pub(crate) fn run_rows<T: Element>(
     op: &impl RowNorm<T>,
     x: Option<&[T]>,
@@ -557,24 +575,56 @@ pub(crate) fn run_rows<T: Element>(
         }
     };
     // rows too long for L1 with their streams (x, y, weight, bias; with a residual, read and
-    // written, six), of one alignment: in pairs, from x or from the summed residuals
+    // written, six), of one alignment: several at a time, from x or from the summed
+    // residuals. Two at a time; f32 and f64 rows four at a time where the input streams from
+    // memory (the size at which `tail_first` deems it beyond the last-level cache). Four
+    // against two, LayerNorm with weight and bias, 1 thread, A/B alternating (old and new
+    // binaries, 3–5 runs each, best of 15 calls a run): f32 4096×4096 10.2–12.2 → 8.9–9.5 ms,
+    // 2048×4096 4.7–5.5 → 4.0–4.5 ms, f64 2048×4096 9.6–10.0 → 8.7–9.0 ms, f64 1024×4096
+    // 4.7–5.0 → 4.0–4.3 ms, f32 forward_add 4096×4096 14.4–14.9 → 13.3–14.3 ms (one run
+    // 16.1); but in cache slower (f32 8×4096 ~6.0 → ~6.6 µs, 128×4096 109–121 → 112–131 µs,
+    // f64 64×4096 109–125 → 143–159 µs, f32 512×4096 605–942 → 643–1114 µs), even at
+    // f32 1024×4096 (16 MiB), and bf16 / f16 4096×4096 slower too (6.6–6.7 → 6.8–8.3 ms:
+    // their conversions make the loop of four rows longer).
     let streams = if rows.resid.is_some() { 6 } else { 4 };
     let long = pairs_pay::<T>(n, streams * size_of::<T>());
-    if let (true, Some(x)) = (long && op.pairs(), x) {
-        let row = |i: usize| &x[i * n..][..n];
-        rows.run_pairs(one, |i, mut a, mut b| {
-            match (a.resid.take(), b.resid.take()) {
-                (Some(ra), Some(rb)) => {
-                    add_into(ra, row(i));
-                    add_into(rb, row(i + 1));
-                    op.pair([ra, rb], [a, b]);
-                }
-                _ => op.pair([row(i), row(i + 1)], [a, b]),
-            }
-        });
+    if let (true, Some(x)) = (long && op.together(), x) {
+        let native = size_of::<T>() == size_of::<T::Acc>();
+        let four = native && size_of_val(x) >= 4 * tuning::LLC_REUSE_BYTES;
+        rows.run_together(
+            four,
+            one,
+            |i, r| rows_together(op, x, i, r),
+            |i, r| rows_together(op, x, i, r),
+        );
         return;
     }
     rows.run(one);
+}
+
+/// Rows `i..i + R` of `x` through [`RowNorm::rows`], or, with residuals, each residual
+/// `+= x` first and the sums normalized (`forward_add`).
+fn rows_together<T: Element, const R: usize>(
+    op: &impl RowNorm<T>,
+    x: &[T],
+    i: usize,
+    mut r: [RowMut<'_, T, T::Acc>; R],
+) {
+    let n = op.row_len();
+    let row = |k: usize| &x[(i + k) * n..][..n];
+    let res = r.each_mut().map(|r| r.resid.take());
+    if res.iter().all(Option::is_some) {
+        let mut k = 0;
+        let sums = res.map(|s| {
+            let s = s.expect("every row has its residual");
+            add_into(s, row(k));
+            k += 1;
+            s as &[T]
+        });
+        op.rows(sums, r);
+    } else {
+        op.rows(std::array::from_fn(row), r);
+    }
 }
 
 /// `residual += x`, rounded once to `T` (`forward_add`'s first step; the row stays in cache),
