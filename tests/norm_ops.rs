@@ -771,11 +771,11 @@ fn paired_rows_match_single_rows_bitwise() {
     }
 }
 
-/// Inputs beyond the last-level cache (≥ 32 MiB) with f32 or f64 LayerNorm rows that fill L1
-/// go four at a time (then two, then one at a task's end): every output, mean, rstd and
-/// `forward_add` residual bit for bit that of the row normalized alone, in the default pool
-/// (tasks split the rows), a NaN row confined to itself and a row at the rescue's scale
-/// beside it.
+/// Inputs beyond the last-level cache (≥ 32 MiB) with f32 or f64 rows that fill L1 go four at
+/// a time (then two, then one at a task's end; LayerNorm with a weight, RMSNorm): every
+/// output, mean, rstd and `forward_add` residual bit for bit that of the row normalized alone,
+/// in the default pool (tasks split the rows), a NaN row confined to itself and a row at the
+/// rescue's scale beside it.
 #[test]
 fn rows_four_at_a_time_match_single_rows_bitwise() {
     fn check<T: Element>(n: usize, rows: usize) {
@@ -797,7 +797,7 @@ fn rows_four_at_a_time_match_single_rows_bitwise() {
         let mut one = vec![z; n];
         let (mut m1, mut s1) = ([za], [za]);
         // every row of the first and last few hundred (the tasks' ends), and every 7th
-        for r in (0..rows).filter(|r| *r < 300 || *r + 300 >= rows || r % 7 == 0) {
+        for r in (0..rows).filter(|r| *r < 300 || *r + 300 >= rows || r.is_multiple_of(7)) {
             ln.forward_with_stats(&x[r * n..][..n], &mut one, &mut m1, &mut s1)
                 .unwrap();
             assert_eq!(bits(&one), bits(&y[r * n..][..n]), "n {n} row {r}");
@@ -814,11 +814,38 @@ fn rows_four_at_a_time_match_single_rows_bitwise() {
         let res0 = gaussian::<T>(&mut rng, rows * n, 1.0, 1.0);
         let mut res = res0.clone();
         ln.forward_add(&x, &mut res, &mut y).unwrap();
-        for r in (0..rows).filter(|r| *r < 300 || *r + 300 >= rows || r % 7 == 0) {
+        let some = |r: &usize| *r < 300 || *r + 300 >= rows || r.is_multiple_of(7);
+        for r in (0..rows).filter(some) {
             let mut r1 = res0[r * n..][..n].to_vec();
             ln.forward_add(&x[r * n..][..n], &mut r1, &mut one).unwrap();
             assert_eq!(bits(&one), bits(&y[r * n..][..n]), "add n {n} row {r}");
             assert_eq!(bits(&r1), bits(&res[r * n..][..n]), "add residual {r}");
+        }
+        // LayerNorm with a weight only, RMSNorm with and without one: four at a time too
+        let lnw = LayerNorm::new(n).weight(&w);
+        lnw.forward(&x, &mut y).unwrap();
+        for r in (0..rows).filter(some) {
+            lnw.forward(&x[r * n..][..n], &mut one).unwrap();
+            assert_eq!(bits(&one), bits(&y[r * n..][..n]), "LN+w n {n} row {r}");
+        }
+        for rms in [RmsNorm::new(n).weight(&w), RmsNorm::new(n)] {
+            let mut s = vec![za; rows];
+            rms.forward_with_stats(&x, &mut y, &mut s).unwrap();
+            for r in (0..rows).filter(some) {
+                rms.forward_with_stats(&x[r * n..][..n], &mut one, &mut s1)
+                    .unwrap();
+                assert_eq!(bits(&one), bits(&y[r * n..][..n]), "RMS n {n} row {r}");
+                assert_eq!(bits(&s1), bits(&s[r..=r]), "RMS rstd {r}");
+            }
+            let mut res = res0.clone();
+            rms.forward_add(&x, &mut res, &mut y).unwrap();
+            for r in (0..rows).filter(some) {
+                let mut r1 = res0[r * n..][..n].to_vec();
+                rms.forward_add(&x[r * n..][..n], &mut r1, &mut one)
+                    .unwrap();
+                assert_eq!(bits(&one), bits(&y[r * n..][..n]), "RMS add n {n} row {r}");
+                assert_eq!(bits(&r1), bits(&res[r * n..][..n]), "RMS add residual {r}");
+            }
         }
     }
     check::<f32>(4096, 2051);

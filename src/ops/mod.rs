@@ -492,11 +492,12 @@ pub(crate) trait RowNorm<T: Element>: Sync {
     /// `r` asks for them.
     fn row(&self, src: Option<&[T]>, r: RowMut<'_, T, T::Acc>);
     /// Whether rows too long for L1 beside their parameters go several at a time
-    /// ([`RowNorm::rows`]: two, or four, see `run_rows`): where two parameter streams are
-    /// shared (LayerNorm with weight and bias; two at a time: 4096×4096 9.7 → 8.6 ms,
-    /// 128×4096 127 → 112 µs, A/B). Sharing one (RMSNorm's weight)
-    /// measured neutral to 18 % slower two at a time, none (no parameters) 38 % slower.
-    fn together(&self) -> bool {
+    /// ([`RowNorm::rows`]), `four` saying whether that would be four at a time (f32 and f64
+    /// inputs beyond the last-level cache, see `run_rows`) rather than two. Two share the
+    /// parameter streams: LayerNorm with weight and bias 4096×4096 9.7 → 8.6 ms, 128×4096
+    /// 127 → 112 µs (A/B), RMSNorm's one weight neutral to 18 % slower, none 38 % slower.
+    fn together(&self, four: bool) -> bool {
+        let _ = four;
         false
     }
     /// Normalizes `R` rows of `src` at once, bit for bit as [`RowNorm::row`] on each.
@@ -585,12 +586,15 @@ pub(crate) fn run_rows<T: Element>(
     // 16.1); but in cache slower (f32 8×4096 ~6.0 → ~6.6 µs, 128×4096 109–121 → 112–131 µs,
     // f64 64×4096 109–125 → 143–159 µs, f32 512×4096 605–942 → 643–1114 µs), even at
     // f32 1024×4096 (16 MiB), and bf16 / f16 4096×4096 slower too (6.6–6.7 → 6.8–8.3 ms:
-    // their conversions make the loop of four rows longer).
+    // their conversions make the loop of four rows longer). Four also pay for LayerNorm with
+    // a weight only (4096×4096 10.4–10.8 → 9.5–10.2 ms) and RMSNorm with and without one
+    // (paired criterion, weight: 67 → 84–85 % of copy; none: 10.7–11.3 → 9.3–9.6 ms), not for
+    // LayerNorm without parameters (8.0–8.2 → 9.0–12.4 ms), which goes one at a time.
     let streams = if rows.resid.is_some() { 6 } else { 4 };
     let long = pairs_pay::<T>(n, streams * size_of::<T>());
-    if let (true, Some(x)) = (long && op.together(), x) {
-        let native = size_of::<T>() == size_of::<T::Acc>();
-        let four = native && size_of_val(x) >= 4 * tuning::LLC_REUSE_BYTES;
+    let native = size_of::<T>() == size_of::<T::Acc>();
+    let four = native && x.is_some_and(|x| size_of_val(x) >= 4 * tuning::LLC_REUSE_BYTES);
+    if let (true, Some(x)) = (long && op.together(four), x) {
         rows.run_together(
             four,
             one,
@@ -1214,6 +1218,21 @@ pub(crate) fn scale_row_along<T: Element, A: Along>(
         None => {
             scaled_or_not::<T, false, false, false, true, 1, A>(src, dst, &[], &[], plan, along)
         }
+    }
+}
+
+/// [`scale_row`] over `R` rows at once, each from its source (the weight loaded once per
+/// vector for all of them). Bit for bit the rows one by one.
+pub(crate) fn scale_rows<T: Element, const R: usize>(
+    src: [&[T]; R],
+    dst: [&mut [T]; R],
+    w: Option<&[T]>,
+    plan: [Plan<T::Acc>; R],
+) {
+    let src = src.map(Some);
+    match w {
+        Some(w) => scaled_or_not::<T, true, false, false, true, R, ()>(src, dst, w, &[], plan, ()),
+        None => scaled_or_not::<T, false, false, false, true, R, ()>(src, dst, &[], &[], plan, ()),
     }
 }
 

@@ -4,7 +4,7 @@
 use super::backward::rows_backward;
 use super::{
     NextSquares, Plan, RowMut, RowNorm, RowsMut, check_eps, check_param, rows, run_rows, scale_row,
-    scale_row_along,
+    scale_row_along, scale_rows,
 };
 use crate::element::{Element, Float};
 use crate::error::{NormError, check_len};
@@ -278,6 +278,22 @@ impl<T: Element> RowNorm<T> for RmsNorm<'_, T> {
         let (plan, rstd) = self.plan(src.unwrap_or(r.y));
         let y = r.put(None, rstd);
         scale_row(src, y, self.weight, plan);
+    }
+
+    fn together(&self, four: bool) -> bool {
+        // four at a time only (two at a time measured neutral to 18 % slower)
+        four
+    }
+
+    fn rows<const R: usize>(&self, src: [&[T]; R], r: [RowMut<'_, T, T::Acc>; R]) {
+        let st = src.map(|x| self.plan(x));
+        let mut k = 0;
+        let y = r.map(|r| {
+            let rstd = st[k].1;
+            k += 1;
+            r.put(None, rstd)
+        });
+        scale_rows(src, y, self.weight, st.map(|s| s.0));
     }
 
     fn along_from(&self) -> usize {
