@@ -496,8 +496,7 @@ pub(crate) trait RowNorm<T: Element>: Sync {
     /// inputs beyond the last-level cache, see `run_rows`) rather than two. Two share the
     /// parameter streams: LayerNorm with weight and bias 4096×4096 9.7 → 8.6 ms, 128×4096
     /// 127 → 112 µs (A/B), RMSNorm's one weight neutral to 18 % slower, none 38 % slower.
-    fn together(&self, four: bool) -> bool {
-        let _ = four;
+    fn together(&self, _four: bool) -> bool {
         false
     }
     /// Normalizes `R` rows of `src` at once, bit for bit as [`RowNorm::row`] on each.
@@ -1210,15 +1209,7 @@ pub(crate) fn scale_row_along<T: Element, A: Along>(
     plan: Plan<T::Acc>,
     along: A,
 ) -> A::Out {
-    let (src, dst, plan) = ([src], [dst], [plan]);
-    match w {
-        Some(w) => {
-            scaled_or_not::<T, true, false, false, true, 1, A>(src, dst, w, &[], plan, along)
-        }
-        None => {
-            scaled_or_not::<T, false, false, false, true, 1, A>(src, dst, &[], &[], plan, along)
-        }
-    }
+    scale_rows_along([src], [dst], w, [plan], along)
 }
 
 /// [`scale_row`] over `R` rows at once, each from its source (the weight loaded once per
@@ -1229,10 +1220,24 @@ pub(crate) fn scale_rows<T: Element, const R: usize>(
     w: Option<&[T]>,
     plan: [Plan<T::Acc>; R],
 ) {
-    let src = src.map(Some);
+    scale_rows_along(src.map(Some), dst, w, plan, ())
+}
+
+/// [`scale_rows`] (or one row in place) carrying `along`.
+fn scale_rows_along<T: Element, const R: usize, A: Along>(
+    src: [Option<&[T]>; R],
+    dst: [&mut [T]; R],
+    w: Option<&[T]>,
+    plan: [Plan<T::Acc>; R],
+    along: A,
+) -> A::Out {
     match w {
-        Some(w) => scaled_or_not::<T, true, false, false, true, R, ()>(src, dst, w, &[], plan, ()),
-        None => scaled_or_not::<T, false, false, false, true, R, ()>(src, dst, &[], &[], plan, ()),
+        Some(w) => {
+            scaled_or_not::<T, true, false, false, true, R, A>(src, dst, w, &[], plan, along)
+        }
+        None => {
+            scaled_or_not::<T, false, false, false, true, R, A>(src, dst, &[], &[], plan, along)
+        }
     }
 }
 
