@@ -447,6 +447,7 @@ fn f32x16_to_f16(v: f32x16, c: &mut [half::f16; 16]) {
 // one value at a time where the build has it and a branchy software path where not.
 
 /// bf16 bits to f32: the upper half of the f32's bits (exact).
+#[cfg(feature = "half")]
 #[inline(always)]
 pub(crate) fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
@@ -454,6 +455,7 @@ pub(crate) fn bf16_to_f32(h: u16) -> f32 {
 
 /// f32 to bf16 bits, rounding to nearest even; NaN stays NaN (quieted, payload's top bits
 /// kept); values beyond bf16's range round to ±∞ exactly when IEEE rounding says so.
+#[cfg(feature = "half")]
 #[inline(always)]
 pub(crate) fn f32_to_bf16(f: f32) -> u16 {
     let u = f.to_bits();
@@ -465,12 +467,14 @@ pub(crate) fn f32_to_bf16(f: f32) -> u16 {
 }
 
 /// `a` where `m` is all ones, `b` where it is 0 (branch-free, so maps vectorize).
+#[cfg(feature = "half")]
 #[inline(always)]
 fn pick(m: u32, a: u32, b: u32) -> u32 {
     (a & m) | (b & !m)
 }
 
 /// All ones if `c`, else 0.
+#[cfg(feature = "half")]
 #[inline(always)]
 fn mask(c: bool) -> u32 {
     0u32.wrapping_sub(u32::from(c))
@@ -478,6 +482,7 @@ fn mask(c: bool) -> u32 {
 
 /// f16 bits to f32 (exact): the exponent and mantissa moved into place and scaled by 2^112
 /// (which also normalizes subnormals), ∞ and NaN given the all-ones exponent.
+#[cfg(feature = "half")]
 #[inline(always)]
 pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let h = u32::from(h);
@@ -490,6 +495,7 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 
 /// f32 to f16 bits, rounding to nearest even (subnormals included); NaN stays NaN (quieted,
 /// payload's top bits kept); finite values round to ±∞ exactly when IEEE rounding overflows.
+#[cfg(feature = "half")]
 #[inline(always)]
 pub(crate) fn f32_to_f16(f: f32) -> u16 {
     let u = f.to_bits();

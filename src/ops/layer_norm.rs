@@ -366,6 +366,7 @@ impl<T: Element> RowNorm<T> for LayerNorm<'_, T> {
 }
 
 /// Whether `T` is `half::bf16`.
+#[cfg_attr(not(feature = "half"), allow(clippy::extra_unused_type_parameters))]
 fn is_bf16<T: Element>() -> bool {
     #[cfg(feature = "half")]
     {
