@@ -7,7 +7,7 @@
 set -u
 secs=${1:-300}; jobs=${2:-2}
 root=$(pwd); bin=$root/.fuzzbin; cd "$root/fuzz"
-targets=${TARGETS:-"moments layer_norm rms_norm batch_norm group_norm backward"}
+targets=${TARGETS:-"moments layer_norm rms_norm batch_norm group_norm backward half"}
 nproc; uname -m; grep -m1 "model name" /proc/cpuinfo
 for t in $targets; do
   mkdir -p corpus/$t artifacts/$t run/$t

@@ -191,10 +191,39 @@ impl Sets<'_> {
     }
 }
 
-/// Checks forward outputs and statistics against the reference (`mean = None`: RMSNorm).
+/// The type outputs are stored in: one ulp of it, at most `rel·|v|` for normal `v` and the
+/// subnormal spacing `abs` below, and its largest finite value `max` (f32 outputs: [`F32`],
+/// no rounding beyond the f32 kernel's, which the golden rule's `K·ε` holds).
+#[derive(Clone, Copy)]
+struct Out {
+    rel: f64,
+    abs: f64,
+    max: f64,
+}
+
+/// f32 outputs.
+const F32: Out = Out {
+    rel: 0.0,
+    abs: 0.0,
+    max: f64::INFINITY,
+};
+
+impl Out {
+    /// Whether output `v` is reference `r` within `tol` plus one ulp of the type, or, where
+    /// `r` is that close to the type's range end, the infinity it rounds to.
+    fn close(self, v: f64, r: f64, tol: f64) -> bool {
+        let tol = tol + self.rel * r.abs() + self.abs;
+        (v - r).abs() <= tol
+            || (r.abs() + tol >= self.max && v.is_infinite() && v.signum() == r.signum())
+    }
+}
+
+/// Checks forward outputs and statistics against the reference (`mean = None`: RMSNorm);
+/// outputs stored in a narrower type `out` may also be one ulp of it off.
 #[allow(clippy::too_many_arguments)]
 fn check_forward(
     what: &str,
+    out: Out,
     sets: &Sets<'_>,
     x: &[f32],
     y: &[f32],
@@ -260,7 +289,10 @@ fn check_forward(
             assert!(v.is_nan(), "{what}: y[{i}] = {v} in a set with NaN/Inf");
             continue;
         }
-        assert!(v.is_finite(), "{what}: y[{i}] = {v} in a finite set");
+        assert!(
+            v.is_finite() || out.max.is_finite(),
+            "{what}: y[{i}] = {v} in a finite set"
+        );
         let c = (sets.ch)(i);
         let (wc, bc) = (
             w.get(c).map_or(1.0, |v| *v as f64),
@@ -271,7 +303,7 @@ fn check_forward(
         let sc = wc.abs() * (1.0 + xhat.abs() + mu[s].abs() * r) + bc.abs();
         let tol = K * E * sc + SUB;
         assert!(
-            (*v as f64 - ry[i]).abs() <= tol,
+            out.close(*v as f64, ry[i], tol),
             "{what}: y[{i}] = {v}, reference {} (tol {tol:e}); x {} (μ, r) ({}, {r}) w {wc} b {bc}",
             ry[i],
             x[i],
@@ -285,6 +317,7 @@ fn check_forward(
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn check_backward(
     what: &str,
+    out: Out,
     sets: &Sets<'_>,
     x: &[f32],
     dy: &[f32],
@@ -356,7 +389,7 @@ fn check_backward(
         let under = r * (1.0 + wmax + m[s].4) * (2.0 + xhat(i, s).abs() * (1.0 + m[s].3 / n));
         let tol = KB * E * sc + SUB + r * m[s].1 / n * SUB + under * SUB;
         assert!(
-            (dx[i] as f64 - rdx[i]).abs() <= tol,
+            out.close(dx[i] as f64, rdx[i], tol),
             "{what}: dx[{i}] = {}, reference {} (tol {tol:e}); x = {}, dy = {}, (μ, r) = {:?}",
             dx[i],
             rdx[i],
@@ -540,6 +573,7 @@ pub fn layer_norm(data: &[u8]) {
     };
     check_forward(
         "ln",
+        F32,
         &sets,
         &x,
         &y,
@@ -624,6 +658,7 @@ pub fn rms_norm(data: &[u8]) {
     };
     check_forward(
         "rms",
+        F32,
         &sets,
         &x,
         &y,
@@ -754,6 +789,7 @@ pub fn batch_norm(data: &[u8]) {
     let rr: Vec<f64> = st.iter().map(|s| s.rstd).collect();
     check_forward(
         "bn train",
+        F32,
         &sets,
         &x,
         &y,
@@ -889,6 +925,7 @@ pub fn group_norm(data: &[u8]) {
     let rr: Vec<f64> = st.iter().map(|s| s.rstd).collect();
     check_forward(
         "gn",
+        F32,
         &sets,
         &x,
         &y,
@@ -981,7 +1018,9 @@ pub fn backward(data: &[u8]) {
                 "ln/rms backward n={n} eps={eps} rms={rms} x={:?}",
                 &x[..x.len().min(80)]
             );
-            check_backward(&what, &sets, &x, &dy, &w, &stats, rms, &dx, &rdx, grads);
+            check_backward(
+                &what, F32, &sets, &x, &dy, &w, &stats, rms, &dx, &rdx, grads,
+            );
         }
         _ => {
             let (n, c, hw, layout) = bn_shape(&mut b);
@@ -1068,6 +1107,7 @@ pub fn backward(data: &[u8]) {
             ];
             check_backward(
                 "bn/gn backward",
+                F32,
                 &sets,
                 &x,
                 &dy,
@@ -1082,15 +1122,231 @@ pub fn backward(data: &[u8]) {
     }
 }
 
+/// Half storage (`f16` / `bf16`, f32 accumulation): the LayerNorm and RMSNorm forward
+/// methods, checked as [`layer_norm`] and [`rms_norm`] against the f64 oracle on the half
+/// values, with one ulp of the half type on the outputs (issue 6's tolerance) beside the f32
+/// kernel's. Weights and biases are kept within ±1000 so that f16 outputs stay finite
+/// (|x̂| ≤ √(n − 1)). Rows are short (below 70 values) or, now and then, about 4096 long.
+pub fn half(data: &[u8]) {
+    #[cfg(feature = "half")]
+    {
+        let mut b = Bytes(data);
+        if b.u8().is_multiple_of(2) {
+            let max = half::bf16::MAX.to_f64();
+            let out = Out {
+                rel: 2f64.powi(-7),
+                abs: 2f64.powi(-133),
+                max,
+            };
+            half_case::<half::bf16>(&mut b, out);
+        } else {
+            let max = half::f16::MAX.to_f64();
+            let out = Out {
+                rel: 2f64.powi(-10),
+                abs: 2f64.powi(-24),
+                max,
+            };
+            half_case::<half::f16>(&mut b, out);
+        }
+    }
+    #[cfg(not(feature = "half"))]
+    let _ = data;
+}
+
+/// The body of [`half`] for one half type stored as `out`.
+#[cfg(feature = "half")]
+fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
+    let to_t = |v: &[f32]| -> Vec<T> { v.iter().map(|v| T::from_acc(*v)).collect() };
+    let to_f = |v: &[T]| -> Vec<f32> { v.iter().map(|v| v.to_acc()).collect() };
+    let (n, rows, eps) = (b.below(70), b.below(5), b.eps());
+    // now and then rows long enough to go two at a time (a whole number of vectors, their
+    // streams filling L1) or one value past that
+    let n = if b.u8() >= 240 {
+        4096 + 16 * b.below(3) + 5 * b.below(2)
+    } else {
+        n
+    };
+    let rms = b.u8().is_multiple_of(2);
+    let bad = b.u8().is_multiple_of(8);
+    let (has_w, has_b) = (b.u8().is_multiple_of(2), !rms && b.u8().is_multiple_of(2));
+    let x = to_t(&b.floats_len(rows * n, bad, true));
+    let mut param = |on: bool| {
+        let p: Vec<f32> = if on { b.params_len(n, bad) } else { Vec::new() };
+        to_t(&p.iter().map(|v| v.clamp(-1e3, 1e3)).collect::<Vec<_>>())
+    };
+    let (w, bias) = (param(has_w), param(has_b));
+    let sentinel = T::from_acc(SENTINEL);
+    let ylen = b.len(x.len(), bad);
+    let mut y = vec![sentinel; ylen];
+    let (mut mean, mut rstd) = (
+        vec![SENTINEL; b.len(rows, bad)],
+        vec![SENTINEL; b.len(rows, bad)],
+    );
+    let (ln, rn) = match (has_w, has_b) {
+        (true, true) => (
+            LayerNorm::new(n).eps(eps).weight(&w).bias(&bias),
+            RmsNorm::new(n).eps(eps).weight(&w),
+        ),
+        (true, false) => (
+            LayerNorm::new(n).eps(eps).weight(&w),
+            RmsNorm::new(n).eps(eps).weight(&w),
+        ),
+        (false, true) => (
+            LayerNorm::new(n).eps(eps).bias(&bias),
+            RmsNorm::new(n).eps(eps),
+        ),
+        (false, false) => (LayerNorm::new(n).eps(eps), RmsNorm::new(n).eps(eps)),
+    };
+    let res = if rms {
+        rn.forward_with_stats(&x, &mut y, &mut rstd)
+    } else {
+        ln.forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
+    };
+    let rows = x.len().checked_div(n).unwrap_or(rows);
+    let valid = n > 0
+        && x.len().is_multiple_of(n)
+        && ylen == x.len()
+        && (rms || mean.len() == rows)
+        && rstd.len() == rows
+        && eps.is_finite()
+        && eps >= 0.0
+        && (!has_w || w.len() == n)
+        && (!has_b || bias.len() == n);
+    let same = |a: &[T], b: &[T]| same_bits(&to_f(a), &to_f(b));
+    if !valid {
+        assert!(
+            res.is_err(),
+            "invalid half call accepted: n={n} rows={rows} eps={eps}"
+        );
+        assert!(
+            same(&y, &vec![sentinel; ylen]) && untouched(&[&mean, &rstd]),
+            "half op wrote on Err"
+        );
+        return;
+    }
+    res.expect("valid half call");
+    let (xf, yf, wf, bf) = (to_f(&x), to_f(&y), to_f(&w), to_f(&bias));
+    let sets = Sets {
+        count: rows,
+        of: &|i| Some(i / n),
+        ch: &|i| i % n,
+    };
+    if rms {
+        let (ry, rr) = oracle::rms_norm(&x, n, &w, eps);
+        let rstd = Some(&rstd[..]);
+        check_forward(
+            "half rms",
+            out,
+            &sets,
+            &xf,
+            &yf,
+            &ry,
+            None,
+            &rr,
+            None,
+            rstd,
+            &wf,
+            &[],
+        );
+    } else {
+        let (ry, rm, rr) = oracle::layer_norm(&x, n, &w, &bias, eps);
+        let (m, r) = (Some(&mean[..]), Some(&rstd[..]));
+        check_forward(
+            "half ln",
+            out,
+            &sets,
+            &xf,
+            &yf,
+            &ry,
+            Some(&rm),
+            &rr,
+            m,
+            r,
+            &wf,
+            &bf,
+        );
+    }
+    let forward = |x: &[T], y: &mut [T]| {
+        if rms {
+            rn.forward(x, y)
+        } else {
+            ln.forward(x, y)
+        }
+    };
+    let mut y2 = vec![sentinel; x.len()];
+    forward(&x, &mut y2).expect("forward");
+    let mut y3 = x.clone();
+    if rms {
+        rn.forward_in_place(&mut y3)
+    } else {
+        ln.forward_in_place(&mut y3)
+    }
+    .expect("forward_in_place");
+    assert!(same(&y2, &y) && same(&y3, &y), "half methods disagree");
+    // forward_add: residual += x rounded once to the half type, then the op of the sum
+    let mut resid = to_t(&b.floats(x.len(), true));
+    let sum: Vec<T> = resid
+        .iter()
+        .zip(&x)
+        .map(|(r, v)| T::from_acc(r.to_acc() + v.to_acc()))
+        .collect();
+    let mut y4 = vec![sentinel; x.len()];
+    if rms {
+        rn.forward_add(&x, &mut resid, &mut y4)
+    } else {
+        ln.forward_add(&x, &mut resid, &mut y4)
+    }
+    .expect("forward_add");
+    assert!(same(&resid, &sum), "half forward_add residual");
+    let mut y5 = vec![sentinel; x.len()];
+    forward(&sum, &mut y5).expect("forward of the sum");
+    assert!(same(&y4, &y5), "half forward_add output");
+    // backward from the forward's statistics: dx in the half type (one ulp), the parameter
+    // gradients in f32
+    let dy: Vec<f32> = b
+        .params(x.len())
+        .iter()
+        .map(|v| v.clamp(-1e3, 1e3))
+        .collect();
+    let dy = to_t(&dy);
+    let (want_w, want_b) = (has_w && b.u8().is_multiple_of(2), has_b && b.u8() > 64);
+    let mut dx = vec![sentinel; x.len()];
+    let (mut dw, mut db) = (vec![SENTINEL; n], vec![SENTINEL; n]);
+    let (dwo, dbo) = (want_w.then_some(&mut dw[..]), want_b.then_some(&mut db[..]));
+    if rms {
+        rn.backward(&dy, &x, &rstd, &mut dx, dwo)
+    } else {
+        ln.backward(&dy, &x, &mean, &rstd, &mut dx, dwo, dbo)
+    }
+    .expect("valid half backward");
+    let stats: Vec<(f64, f64)> = (0..rows)
+        .map(|i| (if rms { 0.0 } else { mean[i] as f64 }, rstd[i] as f64))
+        .collect();
+    let mf: Vec<f64> = stats.iter().map(|s| s.0).collect();
+    let rf: Vec<f64> = stats.iter().map(|s| s.1).collect();
+    let (rdx, rdw, rdb) =
+        oracle::layer_norm_backward(&dy, &x, n, &w, (!rms).then_some(&mf[..]), &rf);
+    let grads = [
+        (want_w.then_some(&dw[..]), &rdw[..]),
+        (want_b.then_some(&db[..]), &rdb[..]),
+    ];
+    let what = format!("half backward n={n} eps={eps} rms={rms}");
+    let (dyf, dxf) = (to_f(&dy), to_f(&dx));
+    check_backward(
+        &what, out, &sets, &xf, &dyf, &wf, &stats, rms, &dxf, &rdx, grads,
+    );
+}
+
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, for the corpus replay.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("moments", moments),
     ("layer_norm", layer_norm),
     ("rms_norm", rms_norm),
     ("batch_norm", batch_norm),
     ("group_norm", group_norm),
     ("backward", backward),
+    ("half", half),
 ];
