@@ -208,7 +208,24 @@ const F32: Out = Out {
     max: f64::INFINITY,
 };
 
+/// f32 values stored as `T` (rounded to nearest).
+fn to_t<T: Element<Acc = f32>>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|v| T::from_acc(*v)).collect()
+}
+
+/// `T` values as f32 (exact).
+fn to_f<T: Element<Acc = f32>>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|v| v.to_acc()).collect()
+}
+
 impl Out {
+    /// Weights and biases for outputs of this type: as decoded for f32, within ±1000 for
+    /// a half type (so that f16 outputs stay finite: |x̂| ≤ √(n − 1)).
+    fn params<T: Element<Acc = f32>>(self, p: Vec<f32>) -> Vec<T> {
+        let lim = if self.max.is_finite() { 1e3 } else { f32::MAX };
+        to_t(&p.iter().map(|v| v.clamp(-lim, lim)).collect::<Vec<_>>())
+    }
+
     /// Whether output `v` is reference `r` within `tol` plus one ulp of the type, or, where
     /// `r` is that close to the type's range end, the infinity it rounds to.
     fn close(self, v: f64, r: f64, tol: f64) -> bool {
@@ -871,8 +888,12 @@ pub fn batch_norm(data: &[u8]) {
 
 /// GroupNorm / InstanceNorm forward and forward_with_stats.
 pub fn group_norm(data: &[u8]) {
-    let mut b = Bytes(data);
-    let (n, c, hw, _) = bn_shape(&mut b);
+    group_norm_of::<f32>(&mut Bytes(data), F32);
+}
+
+/// The body of [`group_norm`] for storage type `T` (f32, or a half type from [`half`]).
+fn group_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
+    let (n, c, hw, _) = bn_shape(b);
     let groups = match b.below(4) {
         0 => 1,
         1 => c,
@@ -883,16 +904,17 @@ pub fn group_norm(data: &[u8]) {
     let bad = b.u8().is_multiple_of(8);
     let affine = b.u8().is_multiple_of(2);
     let len = n * c * hw;
-    let x = b.floats_len(len, bad, true);
-    let (w, bias) = (b.params(c), b.params(c));
+    let x: Vec<T> = to_t(&b.floats_len(len, bad, true));
+    let (w, bias): (Vec<T>, Vec<T>) = (out.params(b.params(c)), out.params(b.params(c)));
     let mut gn = GroupNorm::new(groups, c).eps(eps);
     if affine {
         gn = gn.weight(&w).bias(&bias);
     }
     let sets_n = n * groups;
     let ylen = b.len(len, bad);
+    let sentinel = T::from_acc(SENTINEL);
     let (mut y, mut m, mut r) = (
-        vec![SENTINEL; ylen],
+        vec![sentinel; ylen],
         vec![SENTINEL; b.len(sets_n, bad)],
         vec![SENTINEL; sets_n],
     );
@@ -909,11 +931,15 @@ pub fn group_norm(data: &[u8]) {
         && eps >= 0.0;
     if !valid {
         assert!(res.is_err(), "invalid GroupNorm call accepted: {res:?}");
-        assert!(untouched(&[&y, &m, &r]), "GroupNorm wrote on Err");
+        let y_untouched = to_f(&y).iter().all(|v| *v == sentinel.to_acc());
+        assert!(
+            y_untouched && untouched(&[&m, &r]),
+            "GroupNorm wrote on Err"
+        );
         return;
     }
     res.expect("valid GroupNorm call");
-    let (wv, bv): (&[f32], &[f32]) = if affine { (&w, &bias) } else { (&[], &[]) };
+    let (wv, bv): (&[T], &[T]) = if affine { (&w, &bias) } else { (&[], &[]) };
     let (ry, st) = oracle::group_norm(&x, n, c, hw, groups, wv, bv, eps);
     let glen = c / groups * hw;
     let sets = Sets {
@@ -925,21 +951,24 @@ pub fn group_norm(data: &[u8]) {
     let rr: Vec<f64> = st.iter().map(|s| s.rstd).collect();
     check_forward(
         "gn",
-        F32,
+        out,
         &sets,
-        &x,
-        &y,
+        &to_f(&x),
+        &to_f(&y),
         &ry,
         Some(&rmean),
         &rr,
         Some(&m),
         Some(&r),
-        wv,
-        bv,
+        &to_f(wv),
+        &to_f(bv),
     );
-    let mut y2 = vec![SENTINEL; len];
+    let mut y2 = vec![sentinel; len];
     gn.forward(&x, n, hw, &mut y2).expect("forward");
-    assert!(same_bits(&y2, &y), "GroupNorm methods disagree");
+    assert!(
+        same_bits(&to_f(&y2), &to_f(&y)),
+        "GroupNorm methods disagree"
+    );
 }
 
 /// Backward passes of LayerNorm, RMSNorm, BatchNorm and GroupNorm (chosen by the first
@@ -1123,22 +1152,31 @@ pub fn backward(data: &[u8]) {
 }
 
 /// Half storage (`f16` / `bf16`, f32 accumulation): the LayerNorm and RMSNorm forward
-/// methods, checked as [`layer_norm`] and [`rms_norm`] against the f64 oracle on the half
-/// values, with one ulp of the half type on the outputs (issue 6's tolerance) beside the f32
-/// kernel's. Weights and biases are kept within ±1000 so that f16 outputs stay finite
-/// (|x̂| ≤ √(n − 1)). Rows are short (below 70 values) or, now and then, about 4096 long.
+/// methods and backward, checked as [`layer_norm`], [`rms_norm`] and [`backward`], or
+/// GroupNorm as [`group_norm`], against the f64 oracle on the half values, with one ulp of
+/// the half type on the outputs (issue 6's tolerance) beside the f32 kernel's. LayerNorm and
+/// RMSNorm rows are short (below 70 values) or, now and then, about 4096 long.
 pub fn half(data: &[u8]) {
     #[cfg(feature = "half")]
     {
         let mut b = Bytes(data);
-        if b.u8().is_multiple_of(2) {
+        let bf16 = b.u8().is_multiple_of(2);
+        let group_norm = b.u8() >= 192;
+        fn run<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out, group_norm: bool) {
+            if group_norm {
+                group_norm_of::<T>(b, out);
+            } else {
+                half_case::<T>(b, out);
+            }
+        }
+        if bf16 {
             let max = half::bf16::MAX.to_f64();
             let out = Out {
                 rel: 2f64.powi(-7),
                 abs: 2f64.powi(-133),
                 max,
             };
-            half_case::<half::bf16>(&mut b, out);
+            run::<half::bf16>(&mut b, out, group_norm);
         } else {
             let max = half::f16::MAX.to_f64();
             let out = Out {
@@ -1146,18 +1184,16 @@ pub fn half(data: &[u8]) {
                 abs: 2f64.powi(-24),
                 max,
             };
-            half_case::<half::f16>(&mut b, out);
+            run::<half::f16>(&mut b, out, group_norm);
         }
     }
     #[cfg(not(feature = "half"))]
     let _ = data;
 }
 
-/// The body of [`half`] for one half type stored as `out`.
+/// The LayerNorm / RMSNorm body of [`half`] for one half type stored as `out`.
 #[cfg(feature = "half")]
 fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
-    let to_t = |v: &[f32]| -> Vec<T> { v.iter().map(|v| T::from_acc(*v)).collect() };
-    let to_f = |v: &[T]| -> Vec<f32> { v.iter().map(|v| v.to_acc()).collect() };
     let (n, rows, eps) = (b.below(70), b.below(5), b.eps());
     // now and then rows long enough to go two at a time (a whole number of vectors, their
     // streams filling L1) or one value past that
@@ -1172,7 +1208,7 @@ fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     let x = to_t(&b.floats_len(rows * n, bad, true));
     let mut param = |on: bool| {
         let p: Vec<f32> = if on { b.params_len(n, bad) } else { Vec::new() };
-        to_t(&p.iter().map(|v| v.clamp(-1e3, 1e3)).collect::<Vec<_>>())
+        out.params::<T>(p)
     };
     let (w, bias) = (param(has_w), param(has_b));
     let sentinel = T::from_acc(SENTINEL);
@@ -1284,7 +1320,7 @@ fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     .expect("forward_in_place");
     assert!(same(&y2, &y) && same(&y3, &y), "half methods disagree");
     // forward_add: residual += x rounded once to the half type, then the op of the sum
-    let mut resid = to_t(&b.floats(x.len(), true));
+    let mut resid: Vec<T> = to_t(&b.floats(x.len(), true));
     let sum: Vec<T> = resid
         .iter()
         .zip(&x)
@@ -1303,12 +1339,7 @@ fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     assert!(same(&y4, &y5), "half forward_add output");
     // backward from the forward's statistics: dx in the half type (one ulp), the parameter
     // gradients in f32
-    let dy: Vec<f32> = b
-        .params(x.len())
-        .iter()
-        .map(|v| v.clamp(-1e3, 1e3))
-        .collect();
-    let dy = to_t(&dy);
+    let dy: Vec<T> = out.params(b.params(x.len()));
     let (want_w, want_b) = (has_w && b.u8().is_multiple_of(2), has_b && b.u8() > 64);
     let mut dx = vec![sentinel; x.len()];
     let (mut dw, mut db) = (vec![SENTINEL; n], vec![SENTINEL; n]);
