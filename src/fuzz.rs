@@ -219,6 +219,18 @@ fn to_f<T: Element<Acc = f32>>(v: &[T]) -> Vec<f32> {
 }
 
 impl Out {
+    /// The output type whose machine epsilon (one ulp of 1), smallest subnormal and largest
+    /// finite value are these.
+    #[cfg(feature = "half")]
+    fn of<T: Element<Acc = f32>>(eps: T, sub: T, max: T) -> Self {
+        let f = |v: T| f64::from(v.to_acc());
+        Self {
+            rel: f(eps),
+            abs: f(sub),
+            max: f(max),
+        }
+    }
+
     /// Weights and biases for outputs of this type: as decoded for f32, within ±1000 for
     /// a half type (so that f16 outputs stay finite: |x̂| ≤ √(n − 1)).
     fn params<T: Element<Acc = f32>>(self, p: Vec<f32>) -> Vec<T> {
@@ -1160,31 +1172,30 @@ pub fn half(data: &[u8]) {
     #[cfg(feature = "half")]
     {
         let mut b = Bytes(data);
-        let bf16 = b.u8().is_multiple_of(2);
-        let group_norm = b.u8() >= 192;
-        fn run<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out, group_norm: bool) {
-            if group_norm {
+        let is_bf16 = b.u8().is_multiple_of(2);
+        let gn = b.u8() >= 192;
+        // the type's epsilon, smallest subnormal and largest finite value
+        fn run<T: Element<Acc = f32>>(b: &mut Bytes<'_>, gn: bool, [eps, sub, max]: [T; 3]) {
+            let out = Out::of(eps, sub, max);
+            if gn {
                 group_norm_of::<T>(b, out);
             } else {
                 half_case::<T>(b, out);
             }
         }
-        if bf16 {
-            let max = half::bf16::MAX.to_f64();
-            let out = Out {
-                rel: 2f64.powi(-7),
-                abs: 2f64.powi(-133),
-                max,
-            };
-            run::<half::bf16>(&mut b, out, group_norm);
+        use half::{bf16, f16};
+        if is_bf16 {
+            run(
+                &mut b,
+                gn,
+                [bf16::EPSILON, bf16::MIN_POSITIVE_SUBNORMAL, bf16::MAX],
+            );
         } else {
-            let max = half::f16::MAX.to_f64();
-            let out = Out {
-                rel: 2f64.powi(-10),
-                abs: 2f64.powi(-24),
-                max,
-            };
-            run::<half::f16>(&mut b, out, group_norm);
+            run(
+                &mut b,
+                gn,
+                [f16::EPSILON, f16::MIN_POSITIVE_SUBNORMAL, f16::MAX],
+            );
         }
     }
     #[cfg(not(feature = "half"))]
@@ -1218,21 +1229,13 @@ fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
         vec![SENTINEL; b.len(rows, bad)],
         vec![SENTINEL; b.len(rows, bad)],
     );
-    let (ln, rn) = match (has_w, has_b) {
-        (true, true) => (
-            LayerNorm::new(n).eps(eps).weight(&w).bias(&bias),
-            RmsNorm::new(n).eps(eps).weight(&w),
-        ),
-        (true, false) => (
-            LayerNorm::new(n).eps(eps).weight(&w),
-            RmsNorm::new(n).eps(eps).weight(&w),
-        ),
-        (false, true) => (
-            LayerNorm::new(n).eps(eps).bias(&bias),
-            RmsNorm::new(n).eps(eps),
-        ),
-        (false, false) => (LayerNorm::new(n).eps(eps), RmsNorm::new(n).eps(eps)),
-    };
+    let (mut ln, mut rn) = (LayerNorm::new(n).eps(eps), RmsNorm::new(n).eps(eps));
+    if has_w {
+        (ln, rn) = (ln.weight(&w), rn.weight(&w));
+    }
+    if has_b {
+        ln = ln.bias(&bias);
+    }
     let res = if rms {
         rn.forward_with_stats(&x, &mut y, &mut rstd)
     } else {
