@@ -540,18 +540,61 @@ fn moments_of<T: Element>(x: &[T], split: usize, b: &mut Bytes<'_>) {
 /// LayerNorm: forward, forward_in_place, forward_with_stats, forward_add, with bad shapes,
 /// eps and parameter lengths mixed in.
 pub fn layer_norm(data: &[u8]) {
-    let mut b = Bytes(data);
+    layer_norm_of::<f32>(&mut Bytes(data), F32, false);
+}
+
+/// The row length of a LayerNorm / RMSNorm case: `n` (below 70), or, with `long`, now and
+/// then a row long enough to go two at a time (a whole number of vectors, their streams
+/// filling L1) or one value past that. Without `long` no byte is read.
+fn row_len(b: &mut Bytes<'_>, n: usize, long: bool) -> usize {
+    if long && b.u8() >= 240 {
+        4096 + 16 * b.below(3) + 5 * b.below(2)
+    } else {
+        n
+    }
+}
+
+/// `what` with the storage type named (f32 or a half type from [`half`]).
+fn label<T>(what: &str) -> String {
+    let ty = std::any::type_name::<T>();
+    format!("{what} {}", ty.rsplit("::").next().unwrap_or(ty))
+}
+
+/// `T` slices bitwise equal, any NaN equal to any NaN.
+fn same<T: Element<Acc = f32>>(a: &[T], b: &[T]) -> bool {
+    same_bits(&to_f(a), &to_f(b))
+}
+
+/// Every value still the sentinel as stored in `T`.
+fn unwritten<T: Element<Acc = f32>>(v: &[T]) -> bool {
+    let s = T::from_acc(SENTINEL).to_acc().to_bits();
+    v.iter().all(|v| v.to_acc().to_bits() == s)
+}
+
+/// `residual + x`, rounded once to `T` (what `forward_add` leaves in the residual).
+fn add<T: Element<Acc = f32>>(residual: &[T], x: &[T]) -> Vec<T> {
+    residual
+        .iter()
+        .zip(x)
+        .map(|(r, v)| T::from_acc(r.to_acc() + v.to_acc()))
+        .collect()
+}
+
+/// The body of [`layer_norm`] for storage type `T` stored as `out`, rows about 4096 long
+/// now and then with `long` (the half target).
+fn layer_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out, long: bool) {
     let (n, rows, eps) = (b.below(70), b.below(5), b.eps());
+    let n = row_len(b, n, long);
     let bad = b.u8().is_multiple_of(8);
     let (has_w, has_b) = (b.u8().is_multiple_of(2), b.u8().is_multiple_of(2));
-    let x = b.floats_len(rows * n, bad, true);
-    let w = if has_w {
-        b.params_len(n, bad)
+    let x: Vec<T> = to_t(&b.floats_len(rows * n, bad, true));
+    let w: Vec<T> = if has_w {
+        out.params(b.params_len(n, bad))
     } else {
         Vec::new()
     };
-    let bias = if has_b {
-        b.params_len(n, bad)
+    let bias: Vec<T> = if has_b {
+        out.params(b.params_len(n, bad))
     } else {
         Vec::new()
     };
@@ -562,9 +605,10 @@ pub fn layer_norm(data: &[u8]) {
     if has_b {
         ln = ln.bias(&bias);
     }
+    let sentinel = T::from_acc(SENTINEL);
     let ylen = b.len(x.len(), bad);
     let (mut y, mut mean, mut rstd) = (
-        vec![SENTINEL; ylen],
+        vec![sentinel; ylen],
         vec![SENTINEL; b.len(rows, bad)],
         vec![SENTINEL; b.len(rows, bad)],
     );
@@ -590,7 +634,10 @@ pub fn layer_norm(data: &[u8]) {
             mean.len(),
             rstd.len()
         );
-        assert!(untouched(&[&y, &mean, &rstd]), "LayerNorm wrote on Err");
+        assert!(
+            unwritten(&y) && untouched(&[&mean, &rstd]),
+            "LayerNorm wrote on Err"
+        );
         return;
     }
     res.expect("valid LayerNorm call");
@@ -601,40 +648,44 @@ pub fn layer_norm(data: &[u8]) {
         ch: &|i| i % n,
     };
     check_forward(
-        "ln",
-        F32,
+        &label::<T>("ln"),
+        out,
         &sets,
-        &x,
-        &y,
+        &to_f(&x),
+        &to_f(&y),
         &ry,
         Some(&rm),
         &rr,
         Some(&mean),
         Some(&rstd),
-        &w,
-        &bias,
+        &to_f(&w),
+        &to_f(&bias),
     );
-    let mut y2 = vec![SENTINEL; x.len()];
+    let mut y2 = vec![sentinel; x.len()];
     ln.forward(&x, &mut y2).expect("forward");
     let mut y3 = x.clone();
     ln.forward_in_place(&mut y3).expect("forward_in_place");
-    let same = |a: &[f32]| same_bits(a, &y);
-    assert!(same(&y2) && same(&y3), "LayerNorm methods disagree");
+    assert!(same(&y2, &y) && same(&y3, &y), "LayerNorm methods disagree");
     // forward_add: residual += x, then LayerNorm of the sum
-    let mut res = b.floats(x.len(), true);
-    let sum: Vec<f32> = res.iter().zip(&x).map(|(r, v)| r + v).collect();
-    let mut y4 = vec![SENTINEL; x.len()];
+    let mut res: Vec<T> = to_t(&b.floats(x.len(), true));
+    let sum = add(&res, &x);
+    let mut y4 = vec![sentinel; x.len()];
     ln.forward_add(&x, &mut res, &mut y4).expect("forward_add");
-    assert!(same_bits(&res, &sum), "forward_add residual");
-    let mut y5 = vec![SENTINEL; x.len()];
+    assert!(same(&res, &sum), "forward_add residual");
+    let mut y5 = vec![sentinel; x.len()];
     ln.forward(&sum, &mut y5).expect("forward of the sum");
-    assert!(same_bits(&y4, &y5), "forward_add output");
+    assert!(same(&y4, &y5), "forward_add output");
 }
 
 /// RMSNorm: forward methods, as [`layer_norm`].
 pub fn rms_norm(data: &[u8]) {
-    let mut b = Bytes(data);
+    rms_norm_of::<f32>(&mut Bytes(data), F32, false);
+}
+
+/// The body of [`rms_norm`] for storage type `T`, as [`layer_norm_of`].
+fn rms_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out, long: bool) {
     let (n, rows) = (b.below(70), b.below(5));
+    let n = row_len(b, n, long);
     let eps = if b.u8().is_multiple_of(3) {
         None
     } else {
@@ -642,9 +693,9 @@ pub fn rms_norm(data: &[u8]) {
     };
     let bad = b.u8().is_multiple_of(8);
     let has_w = b.u8().is_multiple_of(2);
-    let x = b.floats_len(rows * n, bad, true);
-    let w = if has_w {
-        b.params_len(n, bad)
+    let x: Vec<T> = to_t(&b.floats_len(rows * n, bad, true));
+    let w: Vec<T> = if has_w {
+        out.params(b.params_len(n, bad))
     } else {
         Vec::new()
     };
@@ -655,9 +706,11 @@ pub fn rms_norm(data: &[u8]) {
     if has_w {
         rms = rms.weight(&w);
     }
+    let sentinel = T::from_acc(SENTINEL);
     let ylen = b.len(x.len(), bad);
-    let (mut y, mut rstd) = (vec![SENTINEL; ylen], vec![SENTINEL; b.len(rows, bad)]);
+    let (mut y, mut rstd) = (vec![sentinel; ylen], vec![SENTINEL; b.len(rows, bad)]);
     let res = rms.forward_with_stats(&x, &mut y, &mut rstd);
+    // the default eps is the accumulator's epsilon
     let e = eps.unwrap_or(f32::EPSILON as f64);
     let rows = x.len().checked_div(n).unwrap_or(rows);
     let valid = n > 0
@@ -675,7 +728,7 @@ pub fn rms_norm(data: &[u8]) {
             w.len(),
             rstd.len()
         );
-        assert!(untouched(&[&y, &rstd]), "RMSNorm wrote on Err");
+        assert!(unwritten(&y) && untouched(&[&rstd]), "RMSNorm wrote on Err");
         return;
     }
     res.expect("valid RMSNorm call");
@@ -686,27 +739,32 @@ pub fn rms_norm(data: &[u8]) {
         ch: &|i| i % n,
     };
     check_forward(
-        "rms",
-        F32,
+        &label::<T>("rms"),
+        out,
         &sets,
-        &x,
-        &y,
+        &to_f(&x),
+        &to_f(&y),
         &ry,
         None,
         &rr,
         None,
         Some(&rstd),
-        &w,
+        &to_f(&w),
         &[],
     );
-    let mut res = b.floats(x.len(), true);
-    let sum: Vec<f32> = res.iter().zip(&x).map(|(r, v)| r + v).collect();
-    let mut y4 = vec![SENTINEL; x.len()];
+    let mut y2 = vec![sentinel; x.len()];
+    rms.forward(&x, &mut y2).expect("forward");
+    let mut y3 = x.clone();
+    rms.forward_in_place(&mut y3).expect("forward_in_place");
+    assert!(same(&y2, &y) && same(&y3, &y), "RMSNorm methods disagree");
+    let mut res: Vec<T> = to_t(&b.floats(x.len(), true));
+    let sum = add(&res, &x);
+    let mut y4 = vec![sentinel; x.len()];
     rms.forward_add(&x, &mut res, &mut y4).expect("forward_add");
-    let mut y5 = vec![SENTINEL; x.len()];
+    let mut y5 = vec![sentinel; x.len()];
     rms.forward(&sum, &mut y5).expect("forward of the sum");
-    assert!(same_bits(&res, &sum), "forward_add residual");
-    assert!(same_bits(&y4, &y5), "forward_add output");
+    assert!(same(&res, &sum), "forward_add residual");
+    assert!(same(&y4, &y5), "forward_add output");
 }
 
 /// The shape of a BatchNorm / GroupNorm case.
@@ -728,8 +786,13 @@ fn bn_shape(b: &mut Bytes<'_>) -> (usize, usize, usize, Layout) {
 /// BatchNorm: train (all layouts, running statistics in both momentum modes), masked train,
 /// eval; bad shapes, eps, momentum, lengths mixed in.
 pub fn batch_norm(data: &[u8]) {
-    let mut b = Bytes(data);
-    let (n, c, hw, layout) = bn_shape(&mut b);
+    batch_norm_of::<f32>(&mut Bytes(data), F32);
+}
+
+/// The body of [`batch_norm`] for storage type `T` stored as `out` (statistics and running
+/// statistics in f32).
+fn batch_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
+    let (n, c, hw, layout) = bn_shape(b);
     let eps = b.eps();
     let momentum = [
         Some(0.1),
@@ -749,8 +812,11 @@ pub fn batch_norm(data: &[u8]) {
     };
     let affine = b.u8().is_multiple_of(2);
     let len = n * c * hw;
-    let x = b.floats_len(len, bad, true);
-    let (w, bias) = (b.params_len(c, bad && affine), b.params(c));
+    let x: Vec<T> = to_t(&b.floats_len(len, bad, true));
+    let (w, bias): (Vec<T>, Vec<T>) = (
+        out.params(b.params_len(c, bad && affine)),
+        out.params(b.params(c)),
+    );
     let mut bn = BatchNorm::new(c).eps(eps).momentum(momentum);
     if affine {
         bn = bn.weight(&w).bias(&bias);
@@ -759,7 +825,8 @@ pub fn batch_norm(data: &[u8]) {
         .map(|_| b.below(hw + 2))
         .collect();
     let ylen = b.len(x.len(), bad);
-    let mut y = vec![SENTINEL; ylen];
+    let sentinel = T::from_acc(SENTINEL);
+    let mut y = vec![sentinel; ylen];
     let (mut sm, mut si) = (vec![SENTINEL; c], vec![SENTINEL; c]);
     let (mut rm, mut rv, mut nbt) = (vec![0.5f32; c], vec![2.0f32; c], 3u64);
     let (rm0, rv0) = (rm.clone(), rv.clone());
@@ -791,7 +858,10 @@ pub fn batch_norm(data: &[u8]) {
         && values >= 2;
     if !valid {
         assert!(res.is_err(), "invalid BatchNorm call accepted: {res:?}");
-        assert!(untouched(&[&y, &sm, &si]), "BatchNorm wrote on Err");
+        assert!(
+            unwritten(&y) && untouched(&[&sm, &si]),
+            "BatchNorm wrote on Err"
+        );
         assert!(
             rm == rm0 && rv == rv0 && nbt == 3,
             "running stats changed on Err"
@@ -801,7 +871,8 @@ pub fn batch_norm(data: &[u8]) {
     res.expect("valid BatchNorm call");
     assert_eq!(nbt, 4, "num_batches_tracked");
     let last = !matches!(layout, Layout::Nchw { .. });
-    let (wv, bv): (&[f32], &[f32]) = if affine { (&w, &bias) } else { (&[], &[]) };
+    let (wv, bv): (&[T], &[T]) = if affine { (&w, &bias) } else { (&[], &[]) };
+    let (xf, wf, bf) = (to_f(&x), to_f(wv), to_f(bv));
     let lens = masked.then_some(&lengths[..]);
     let (ry, st) = oracle::batch_norm(&x, n, c, hw, last, lens, wv, bv, eps);
     let ch = |i: usize| if last { i % c } else { (i / hw) % c };
@@ -817,22 +888,22 @@ pub fn batch_norm(data: &[u8]) {
     let rmean: Vec<f64> = st.iter().map(|s| s.mean).collect();
     let rr: Vec<f64> = st.iter().map(|s| s.rstd).collect();
     check_forward(
-        "bn train",
-        F32,
+        &label::<T>("bn train"),
+        out,
         &sets,
-        &x,
-        &y,
+        &xf,
+        &to_f(&y),
         &ry,
         Some(&rmean),
         &rr,
         Some(&sm),
         Some(&si),
-        wv,
-        bv,
+        &wf,
+        &bf,
     );
     // running statistics: PyTorch's rule applied to the reference statistics
     let f = momentum.unwrap_or(0.25);
-    let bad_set = sets.nonfinite(&x);
+    let bad_set = sets.nonfinite(&xf);
     for j in 0..c {
         if bad_set[j] {
             assert!(
@@ -862,34 +933,34 @@ pub fn batch_norm(data: &[u8]) {
     }
     // eval with the running statistics just computed (NaN in a channel whose data had one)
     if !masked {
-        let mut ye = vec![SENTINEL; len];
+        let mut ye = vec![sentinel; len];
         bn.forward_eval(&x, layout, &rm, &rv, &mut ye)
             .expect("eval");
-        for (i, v) in ye.iter().enumerate() {
+        for (i, v) in to_f(&ye).iter().enumerate() {
             let j = ch(i);
-            if !x[i].is_finite() || rm[j].is_nan() || rv[j].is_nan() {
+            if !xf[i].is_finite() || rm[j].is_nan() || rv[j].is_nan() {
                 assert!(v.is_nan(), "eval of a non-finite value or statistic: {v}");
                 continue;
             }
             // (an infinite mean, or an infinite variance — scale 0 — on a difference x − mean
             // that overflows f32: NaN as in PyTorch's f32 arithmetic; not compared)
-            if rm[j].is_infinite() || (rv[j].is_infinite() && !(x[i] - rm[j]).is_finite()) {
+            if rm[j].is_infinite() || (rv[j].is_infinite() && !(xf[i] - rm[j]).is_finite()) {
                 continue;
             }
             let d = rv[j] as f64 + eps;
             let r = if d == 0.0 { 0.0 } else { 1.0 / d.sqrt() };
             let (wc, bc) = (
-                wv.get(j).map_or(1.0, |v| *v as f64),
-                bv.get(j).map_or(0.0, |v| *v as f64),
+                wf.get(j).map_or(1.0, |v| *v as f64),
+                bf.get(j).map_or(0.0, |v| *v as f64),
             );
-            let xhat = (x[i] as f64 - rm[j] as f64) * r;
+            let xhat = (xf[i] as f64 - rm[j] as f64) * r;
             let want = xhat * wc + bc;
             if want.abs() < 1e37 && r < 1e30 {
                 let sc = wc.abs() * (1.0 + xhat.abs() + (rm[j] as f64).abs() * r) + bc.abs();
                 assert!(
-                    (*v as f64 - want).abs() <= K * E * sc + SUB,
+                    out.close(*v as f64, want, K * E * sc + SUB),
                     "eval y[{i}] {v} vs {want}: x {} rm {} rv {} eps {eps} w {wc} b {bc}",
-                    x[i],
+                    xf[i],
                     rm[j],
                     rv[j]
                 );
@@ -986,7 +1057,12 @@ fn group_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
 /// Backward passes of LayerNorm, RMSNorm, BatchNorm and GroupNorm (chosen by the first
 /// byte), from the statistics their forward pass returned, against the oracle.
 pub fn backward(data: &[u8]) {
-    let mut b = Bytes(data);
+    backward_of::<f32>(&mut Bytes(data), F32, false);
+}
+
+/// The body of [`backward`] for storage type `T` stored as `out` (the parameter gradients in
+/// f32), LayerNorm / RMSNorm rows about 4096 long now and then with `long`.
+fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out, long: bool) {
     let op = b.below(4);
     let bad = b.u8().is_multiple_of(8);
     let (want_w, want_b) = (b.u8().is_multiple_of(2), b.u8().is_multiple_of(2));
@@ -994,15 +1070,17 @@ pub fn backward(data: &[u8]) {
     match op {
         0 | 1 => {
             let (n, rows) = (b.below(70), b.below(5));
-            let x = b.floats(rows * n, true);
-            let dy = b.params_len(rows * n, bad);
-            let w = b.params(n);
+            let n = row_len(b, n, long);
+            let x: Vec<T> = to_t(&b.floats(rows * n, true));
+            let dy: Vec<T> = out.params(b.params_len(rows * n, bad));
+            let w: Vec<T> = out.params(b.params(n));
+            let sentinel = T::from_acc(SENTINEL);
             let (mut y, mut mean, mut rstd) = (
-                vec![0.0f32; x.len()],
+                vec![sentinel; x.len()],
                 vec![0.0f32; rows],
                 vec![0.0f32; rows],
             );
-            let mut dx = vec![SENTINEL; x.len()];
+            let mut dx = vec![sentinel; x.len()];
             let (mut dw, mut db) = (vec![SENTINEL; b.len(n, bad)], vec![SENTINEL; n]);
             let (res, rms) = if op == 0 {
                 let ln = LayerNorm::new(n).eps(eps).weight(&w);
@@ -1035,7 +1113,10 @@ pub fn backward(data: &[u8]) {
             let valid = dy.len() == x.len() && (!want_w || dw.len() == n);
             if !valid {
                 assert!(res.is_err(), "invalid backward accepted");
-                assert!(untouched(&[&dx, &dw, &db]), "backward wrote on Err");
+                assert!(
+                    unwritten(&dx) && untouched(&[&dw, &db]),
+                    "backward wrote on Err"
+                );
                 return;
             }
             res.expect("valid backward");
@@ -1055,22 +1136,35 @@ pub fn backward(data: &[u8]) {
                 (want_w.then_some(&dw[..]), &rdw[..]),
                 (want_b.then_some(&db[..]).filter(|_| !rms), &rdb[..]),
             ];
+            let xf = to_f(&x);
             let what = format!(
-                "ln/rms backward n={n} eps={eps} rms={rms} x={:?}",
-                &x[..x.len().min(80)]
+                "{} n={n} eps={eps} rms={rms} x={:?}",
+                label::<T>("ln/rms backward"),
+                &xf[..xf.len().min(80)]
             );
             check_backward(
-                &what, F32, &sets, &x, &dy, &w, &stats, rms, &dx, &rdx, grads,
+                &what,
+                out,
+                &sets,
+                &xf,
+                &to_f(&dy),
+                &to_f(&w),
+                &stats,
+                rms,
+                &to_f(&dx),
+                &rdx,
+                grads,
             );
         }
         _ => {
-            let (n, c, hw, layout) = bn_shape(&mut b);
+            let (n, c, hw, layout) = bn_shape(b);
             let len = n * c * hw;
-            let x = b.floats(len, true);
-            let dy = b.params_len(len, bad);
-            let w = b.params(c);
-            let mut y = vec![0.0f32; len];
-            let mut dx = vec![SENTINEL; len];
+            let x: Vec<T> = to_t(&b.floats(len, true));
+            let dy: Vec<T> = out.params(b.params_len(len, bad));
+            let w: Vec<T> = out.params(b.params(c));
+            let sentinel = T::from_acc(SENTINEL);
+            let mut y = vec![sentinel; len];
+            let mut dx = vec![sentinel; len];
             let (mut dw, mut db) = (vec![SENTINEL; b.len(c, bad)], vec![SENTINEL; c]);
             let (res, m, s, sets_n, gl) = if op == 2 {
                 let bn = BatchNorm::new(c).eps(eps).weight(&w);
@@ -1123,7 +1217,10 @@ pub fn backward(data: &[u8]) {
             let valid = dy.len() == len && (!want_w || dw.len() == c);
             if !valid {
                 assert!(res.is_err(), "invalid backward accepted");
-                assert!(untouched(&[&dx, &dw, &db]), "backward wrote on Err");
+                assert!(
+                    unwritten(&dx) && untouched(&[&dw, &db]),
+                    "backward wrote on Err"
+                );
                 return;
             }
             res.expect("valid backward");
@@ -1147,15 +1244,15 @@ pub fn backward(data: &[u8]) {
                 (want_b.then_some(&db[..]), &rdb[..]),
             ];
             check_backward(
-                "bn/gn backward",
-                F32,
+                &label::<T>("bn/gn backward"),
+                out,
                 &sets,
-                &x,
-                &dy,
-                &w,
+                &to_f(&x),
+                &to_f(&dy),
+                &to_f(&w),
                 &stats,
                 false,
-                &dx,
+                &to_f(&dx),
                 &rdx,
                 grads,
             );
@@ -1163,212 +1260,45 @@ pub fn backward(data: &[u8]) {
     }
 }
 
-/// Half storage (`f16` / `bf16`, f32 accumulation): the LayerNorm and RMSNorm forward
-/// methods and backward, checked as [`layer_norm`], [`rms_norm`] and [`backward`], or
-/// GroupNorm as [`group_norm`], against the f64 oracle on the half values, with one ulp of
-/// the half type on the outputs (issue 6's tolerance) beside the f32 kernel's. LayerNorm and
-/// RMSNorm rows are short (below 70 values) or, now and then, about 4096 long.
+/// Half storage (`f16` / `bf16`, f32 accumulation): one of the bodies of [`layer_norm`],
+/// [`rms_norm`], [`batch_norm`], [`group_norm`] and [`backward`] on a half type, checked
+/// against the f64 oracle on the half values with one ulp of the half type on the outputs
+/// (issue 6's tolerance) beside the f32 kernel's. LayerNorm and RMSNorm rows are short
+/// (below 70 values) or, now and then, about 4096 long.
 pub fn half(data: &[u8]) {
     #[cfg(feature = "half")]
     {
         let mut b = Bytes(data);
         let is_bf16 = b.u8().is_multiple_of(2);
-        let gn = b.u8() >= 192;
+        let op = b.below(5);
         // the type's epsilon, smallest subnormal and largest finite value
-        fn run<T: Element<Acc = f32>>(b: &mut Bytes<'_>, gn: bool, [eps, sub, max]: [T; 3]) {
+        fn run<T: Element<Acc = f32>>(b: &mut Bytes<'_>, op: usize, [eps, sub, max]: [T; 3]) {
             let out = Out::of(eps, sub, max);
-            if gn {
-                group_norm_of::<T>(b, out);
-            } else {
-                half_case::<T>(b, out);
+            match op {
+                0 => layer_norm_of::<T>(b, out, true),
+                1 => rms_norm_of::<T>(b, out, true),
+                2 => batch_norm_of::<T>(b, out),
+                3 => group_norm_of::<T>(b, out),
+                _ => backward_of::<T>(b, out, true),
             }
         }
         use half::{bf16, f16};
         if is_bf16 {
             run(
                 &mut b,
-                gn,
+                op,
                 [bf16::EPSILON, bf16::MIN_POSITIVE_SUBNORMAL, bf16::MAX],
             );
         } else {
             run(
                 &mut b,
-                gn,
+                op,
                 [f16::EPSILON, f16::MIN_POSITIVE_SUBNORMAL, f16::MAX],
             );
         }
     }
     #[cfg(not(feature = "half"))]
     let _ = data;
-}
-
-/// The LayerNorm / RMSNorm body of [`half`] for one half type stored as `out`.
-#[cfg(feature = "half")]
-fn half_case<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
-    let (n, rows, eps) = (b.below(70), b.below(5), b.eps());
-    // now and then rows long enough to go two at a time (a whole number of vectors, their
-    // streams filling L1) or one value past that
-    let n = if b.u8() >= 240 {
-        4096 + 16 * b.below(3) + 5 * b.below(2)
-    } else {
-        n
-    };
-    let rms = b.u8().is_multiple_of(2);
-    let bad = b.u8().is_multiple_of(8);
-    let (has_w, has_b) = (b.u8().is_multiple_of(2), !rms && b.u8().is_multiple_of(2));
-    let x = to_t(&b.floats_len(rows * n, bad, true));
-    let mut param = |on: bool| {
-        let p: Vec<f32> = if on { b.params_len(n, bad) } else { Vec::new() };
-        out.params::<T>(p)
-    };
-    let (w, bias) = (param(has_w), param(has_b));
-    let sentinel = T::from_acc(SENTINEL);
-    let ylen = b.len(x.len(), bad);
-    let mut y = vec![sentinel; ylen];
-    let (mut mean, mut rstd) = (
-        vec![SENTINEL; b.len(rows, bad)],
-        vec![SENTINEL; b.len(rows, bad)],
-    );
-    let (mut ln, mut rn) = (LayerNorm::new(n).eps(eps), RmsNorm::new(n).eps(eps));
-    if has_w {
-        (ln, rn) = (ln.weight(&w), rn.weight(&w));
-    }
-    if has_b {
-        ln = ln.bias(&bias);
-    }
-    let res = if rms {
-        rn.forward_with_stats(&x, &mut y, &mut rstd)
-    } else {
-        ln.forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
-    };
-    let rows = x.len().checked_div(n).unwrap_or(rows);
-    let valid = n > 0
-        && x.len().is_multiple_of(n)
-        && ylen == x.len()
-        && (rms || mean.len() == rows)
-        && rstd.len() == rows
-        && eps.is_finite()
-        && eps >= 0.0
-        && (!has_w || w.len() == n)
-        && (!has_b || bias.len() == n);
-    let same = |a: &[T], b: &[T]| same_bits(&to_f(a), &to_f(b));
-    if !valid {
-        assert!(
-            res.is_err(),
-            "invalid half call accepted: n={n} rows={rows} eps={eps}"
-        );
-        assert!(
-            same(&y, &vec![sentinel; ylen]) && untouched(&[&mean, &rstd]),
-            "half op wrote on Err"
-        );
-        return;
-    }
-    res.expect("valid half call");
-    let (xf, yf, wf, bf) = (to_f(&x), to_f(&y), to_f(&w), to_f(&bias));
-    let sets = Sets {
-        count: rows,
-        of: &|i| Some(i / n),
-        ch: &|i| i % n,
-    };
-    if rms {
-        let (ry, rr) = oracle::rms_norm(&x, n, &w, eps);
-        let rstd = Some(&rstd[..]);
-        check_forward(
-            "half rms",
-            out,
-            &sets,
-            &xf,
-            &yf,
-            &ry,
-            None,
-            &rr,
-            None,
-            rstd,
-            &wf,
-            &[],
-        );
-    } else {
-        let (ry, rm, rr) = oracle::layer_norm(&x, n, &w, &bias, eps);
-        let (m, r) = (Some(&mean[..]), Some(&rstd[..]));
-        check_forward(
-            "half ln",
-            out,
-            &sets,
-            &xf,
-            &yf,
-            &ry,
-            Some(&rm),
-            &rr,
-            m,
-            r,
-            &wf,
-            &bf,
-        );
-    }
-    let forward = |x: &[T], y: &mut [T]| {
-        if rms {
-            rn.forward(x, y)
-        } else {
-            ln.forward(x, y)
-        }
-    };
-    let mut y2 = vec![sentinel; x.len()];
-    forward(&x, &mut y2).expect("forward");
-    let mut y3 = x.clone();
-    if rms {
-        rn.forward_in_place(&mut y3)
-    } else {
-        ln.forward_in_place(&mut y3)
-    }
-    .expect("forward_in_place");
-    assert!(same(&y2, &y) && same(&y3, &y), "half methods disagree");
-    // forward_add: residual += x rounded once to the half type, then the op of the sum
-    let mut resid: Vec<T> = to_t(&b.floats(x.len(), true));
-    let sum: Vec<T> = resid
-        .iter()
-        .zip(&x)
-        .map(|(r, v)| T::from_acc(r.to_acc() + v.to_acc()))
-        .collect();
-    let mut y4 = vec![sentinel; x.len()];
-    if rms {
-        rn.forward_add(&x, &mut resid, &mut y4)
-    } else {
-        ln.forward_add(&x, &mut resid, &mut y4)
-    }
-    .expect("forward_add");
-    assert!(same(&resid, &sum), "half forward_add residual");
-    let mut y5 = vec![sentinel; x.len()];
-    forward(&sum, &mut y5).expect("forward of the sum");
-    assert!(same(&y4, &y5), "half forward_add output");
-    // backward from the forward's statistics: dx in the half type (one ulp), the parameter
-    // gradients in f32
-    let dy: Vec<T> = out.params(b.params(x.len()));
-    let (want_w, want_b) = (has_w && b.u8().is_multiple_of(2), has_b && b.u8() > 64);
-    let mut dx = vec![sentinel; x.len()];
-    let (mut dw, mut db) = (vec![SENTINEL; n], vec![SENTINEL; n]);
-    let (dwo, dbo) = (want_w.then_some(&mut dw[..]), want_b.then_some(&mut db[..]));
-    if rms {
-        rn.backward(&dy, &x, &rstd, &mut dx, dwo)
-    } else {
-        ln.backward(&dy, &x, &mean, &rstd, &mut dx, dwo, dbo)
-    }
-    .expect("valid half backward");
-    let stats: Vec<(f64, f64)> = (0..rows)
-        .map(|i| (if rms { 0.0 } else { mean[i] as f64 }, rstd[i] as f64))
-        .collect();
-    let mf: Vec<f64> = stats.iter().map(|s| s.0).collect();
-    let rf: Vec<f64> = stats.iter().map(|s| s.1).collect();
-    let (rdx, rdw, rdb) =
-        oracle::layer_norm_backward(&dy, &x, n, &w, (!rms).then_some(&mf[..]), &rf);
-    let grads = [
-        (want_w.then_some(&dw[..]), &rdw[..]),
-        (want_b.then_some(&db[..]), &rdb[..]),
-    ];
-    let what = format!("half backward n={n} eps={eps} rms={rms}");
-    let (dyf, dxf) = (to_f(&dy), to_f(&dx));
-    check_backward(
-        &what, out, &sets, &xf, &dyf, &wf, &stats, rms, &dxf, &rdx, grads,
-    );
 }
 
 /// A fuzz target body.
