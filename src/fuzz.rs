@@ -218,6 +218,32 @@ fn to_f<T: Element<Acc = f32>>(v: &[T]) -> Vec<f32> {
     v.iter().map(|v| v.to_acc()).collect()
 }
 
+/// `what` with the storage type named (f32 or a half type from [`half`]).
+fn label<T>(what: &str) -> String {
+    let ty = std::any::type_name::<T>();
+    format!("{what} {}", ty.rsplit("::").next().unwrap_or(ty))
+}
+
+/// `T` slices bitwise equal, any NaN equal to any NaN.
+fn same<T: Element<Acc = f32>>(a: &[T], b: &[T]) -> bool {
+    same_bits(&to_f(a), &to_f(b))
+}
+
+/// Every value still the sentinel as stored in `T`.
+fn unwritten<T: Element<Acc = f32>>(v: &[T]) -> bool {
+    let s = T::from_acc(SENTINEL).to_acc().to_bits();
+    v.iter().all(|v| v.to_acc().to_bits() == s)
+}
+
+/// `residual + x`, rounded once to `T` (what `forward_add` leaves in the residual).
+fn add<T: Element<Acc = f32>>(residual: &[T], x: &[T]) -> Vec<T> {
+    residual
+        .iter()
+        .zip(x)
+        .map(|(r, v)| T::from_acc(r.to_acc() + v.to_acc()))
+        .collect()
+}
+
 impl Out {
     /// The output type whose machine epsilon (one ulp of 1), smallest subnormal and largest
     /// finite value are these.
@@ -554,32 +580,6 @@ fn row_len(b: &mut Bytes<'_>, n: usize) -> usize {
     } else {
         n
     }
-}
-
-/// `what` with the storage type named (f32 or a half type from [`half`]).
-fn label<T>(what: &str) -> String {
-    let ty = std::any::type_name::<T>();
-    format!("{what} {}", ty.rsplit("::").next().unwrap_or(ty))
-}
-
-/// `T` slices bitwise equal, any NaN equal to any NaN.
-fn same<T: Element<Acc = f32>>(a: &[T], b: &[T]) -> bool {
-    same_bits(&to_f(a), &to_f(b))
-}
-
-/// Every value still the sentinel as stored in `T`.
-fn unwritten<T: Element<Acc = f32>>(v: &[T]) -> bool {
-    let s = T::from_acc(SENTINEL).to_acc().to_bits();
-    v.iter().all(|v| v.to_acc().to_bits() == s)
-}
-
-/// `residual + x`, rounded once to `T` (what `forward_add` leaves in the residual).
-fn add<T: Element<Acc = f32>>(residual: &[T], x: &[T]) -> Vec<T> {
-    residual
-        .iter()
-        .zip(x)
-        .map(|(r, v)| T::from_acc(r.to_acc() + v.to_acc()))
-        .collect()
 }
 
 /// The body of [`layer_norm`] for storage type `T` stored as `out`.
@@ -1015,9 +1015,8 @@ fn group_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
         && eps >= 0.0;
     if !valid {
         assert!(res.is_err(), "invalid GroupNorm call accepted: {res:?}");
-        let y_untouched = to_f(&y).iter().all(|v| *v == sentinel.to_acc());
         assert!(
-            y_untouched && untouched(&[&m, &r]),
+            unwritten(&y) && untouched(&[&m, &r]),
             "GroupNorm wrote on Err"
         );
         return;
@@ -1034,7 +1033,7 @@ fn group_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     let rmean: Vec<f64> = st.iter().map(|s| s.mean).collect();
     let rr: Vec<f64> = st.iter().map(|s| s.rstd).collect();
     check_forward(
-        "gn",
+        &label::<T>("gn"),
         out,
         &sets,
         &to_f(&x),
@@ -1049,10 +1048,7 @@ fn group_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     );
     let mut y2 = vec![sentinel; len];
     gn.forward(&x, n, hw, &mut y2).expect("forward");
-    assert!(
-        same_bits(&to_f(&y2), &to_f(&y)),
-        "GroupNorm methods disagree"
-    );
+    assert!(same(&y2, &y), "GroupNorm methods disagree");
 }
 
 /// Backward passes of LayerNorm, RMSNorm, BatchNorm and GroupNorm (chosen by the first
