@@ -12,8 +12,8 @@
 //! A violation panics (that is what the fuzzer reports).
 
 use crate::{
-    BatchNorm, Element, Float, GroupNorm, LayerNorm, Layout, Moments, RmsNorm, RunningStats,
-    Welford, oracle, two_pass, welford,
+    BatchNorm, Element, Float, GroupNorm, LayerNorm, Layout, Moments, NormError, RmsNorm,
+    RunningStats, Welford, oracle, two_pass, welford,
 };
 
 /// Bytes consumed from the front; 0 once exhausted.
@@ -662,20 +662,43 @@ fn layer_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
         &to_f(&w),
         &to_f(&bias),
     );
+    check_methods(
+        "LayerNorm",
+        b,
+        &x,
+        &y,
+        |x, y| ln.forward(x, y),
+        |x| ln.forward_in_place(x),
+        |x, r, y| ln.forward_add(x, r, y),
+    );
+}
+
+/// The other forward methods of a row op agree bit for bit with the `y` that
+/// `forward_with_stats` gave for `x`: `forward`, `forward_in_place`, and `forward_add`
+/// (`residual += x` rounded once to `T`, then the op of the sum; the residual drawn from `b`).
+fn check_methods<T: Element<Acc = f32>>(
+    what: &str,
+    b: &mut Bytes<'_>,
+    x: &[T],
+    y: &[T],
+    forward: impl Fn(&[T], &mut [T]) -> Result<(), NormError>,
+    in_place: impl Fn(&mut [T]) -> Result<(), NormError>,
+    forward_add: impl Fn(&[T], &mut [T], &mut [T]) -> Result<(), NormError>,
+) {
+    let sentinel = T::from_acc(SENTINEL);
     let mut y2 = vec![sentinel; x.len()];
-    ln.forward(&x, &mut y2).expect("forward");
-    let mut y3 = x.clone();
-    ln.forward_in_place(&mut y3).expect("forward_in_place");
-    assert!(same(&y2, &y) && same(&y3, &y), "LayerNorm methods disagree");
-    // forward_add: residual += x, then LayerNorm of the sum
+    forward(x, &mut y2).expect("forward");
+    let mut y3 = x.to_vec();
+    in_place(&mut y3).expect("forward_in_place");
+    assert!(same(&y2, y) && same(&y3, y), "{what} methods disagree");
     let mut res: Vec<T> = to_t(&b.floats(x.len(), true));
-    let sum = add(&res, &x);
+    let sum = add(&res, x);
     let mut y4 = vec![sentinel; x.len()];
-    ln.forward_add(&x, &mut res, &mut y4).expect("forward_add");
-    assert!(same(&res, &sum), "forward_add residual");
+    forward_add(x, &mut res, &mut y4).expect("forward_add");
+    assert!(same(&res, &sum), "{what} forward_add residual");
     let mut y5 = vec![sentinel; x.len()];
-    ln.forward(&sum, &mut y5).expect("forward of the sum");
-    assert!(same(&y4, &y5), "forward_add output");
+    forward(&sum, &mut y5).expect("forward of the sum");
+    assert!(same(&y4, &y5), "{what} forward_add output");
 }
 
 /// RMSNorm: forward methods, as [`layer_norm`].
@@ -753,19 +776,15 @@ fn rms_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
         &to_f(&w),
         &[],
     );
-    let mut y2 = vec![sentinel; x.len()];
-    rms.forward(&x, &mut y2).expect("forward");
-    let mut y3 = x.clone();
-    rms.forward_in_place(&mut y3).expect("forward_in_place");
-    assert!(same(&y2, &y) && same(&y3, &y), "RMSNorm methods disagree");
-    let mut res: Vec<T> = to_t(&b.floats(x.len(), true));
-    let sum = add(&res, &x);
-    let mut y4 = vec![sentinel; x.len()];
-    rms.forward_add(&x, &mut res, &mut y4).expect("forward_add");
-    let mut y5 = vec![sentinel; x.len()];
-    rms.forward(&sum, &mut y5).expect("forward of the sum");
-    assert!(same(&res, &sum), "forward_add residual");
-    assert!(same(&y4, &y5), "forward_add output");
+    check_methods(
+        "RMSNorm",
+        b,
+        &x,
+        &y,
+        |x, y| rms.forward(x, y),
+        |x| rms.forward_in_place(x),
+        |x, r, y| rms.forward_add(x, r, y),
+    );
 }
 
 /// The shape of a BatchNorm / GroupNorm case.
