@@ -264,6 +264,22 @@ impl Out {
         to_t(&p.iter().map(|v| v.clamp(-lim, lim)).collect::<Vec<_>>())
     }
 
+    /// An optional parameter of `n` values (one off when `bad`) as [`Out::params`]; empty
+    /// (and no bytes read) when the call has none.
+    fn opt_params<T: Element<Acc = f32>>(
+        self,
+        b: &mut Bytes<'_>,
+        has: bool,
+        n: usize,
+        bad: bool,
+    ) -> Vec<T> {
+        if has {
+            self.params(b.params_len(n, bad))
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Whether output `v` is reference `r` within `tol` plus one ulp of the type, or an
     /// infinity that a value within `tol` of `r` rounds to: `r ± tol` reaches past the type's
     /// largest finite value on the infinity's side (on either side where `tol` is large: an
@@ -392,7 +408,12 @@ fn check_backward(
     let bad = sets.nonfinite(x);
     let xhat = |i: usize, s: usize| (x[i] as f64 - stats[s].0) * stats[s].1;
     let wc = |i: usize| w.get((sets.ch)(i)).map_or(1.0, |v| *v as f64);
-    let wmax = w.iter().fold(0.0f64, |m, v| m.max((*v as f64).abs()));
+    // no weight: every w is 1
+    let wmax = w
+        .iter()
+        .fold(if w.is_empty() { 1.0 } else { 0.0 }, |m: f64, v| {
+            m.max((*v as f64).abs())
+        });
     // per set: Σ|g|, Σ|g·x̂|, count, Σ|x̂|, max|g|
     let mut m = vec![(0.0f64, 0.0f64, 0usize, 0.0f64, 0.0f64); sets.count];
     for i in 0..x.len() {
@@ -589,16 +610,8 @@ fn layer_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     let bad = b.u8().is_multiple_of(8);
     let (has_w, has_b) = (b.u8().is_multiple_of(2), b.u8().is_multiple_of(2));
     let x: Vec<T> = to_t(&b.floats_len(rows * n, bad, true));
-    let w: Vec<T> = if has_w {
-        out.params(b.params_len(n, bad))
-    } else {
-        Vec::new()
-    };
-    let bias: Vec<T> = if has_b {
-        out.params(b.params_len(n, bad))
-    } else {
-        Vec::new()
-    };
+    let w: Vec<T> = out.opt_params(b, has_w, n, bad);
+    let bias: Vec<T> = out.opt_params(b, has_b, n, bad);
     let mut ln = LayerNorm::new(n).eps(eps);
     if has_w {
         ln = ln.weight(&w);
@@ -718,11 +731,7 @@ fn rms_norm_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     let bad = b.u8().is_multiple_of(8);
     let has_w = b.u8().is_multiple_of(2);
     let x: Vec<T> = to_t(&b.floats_len(rows * n, bad, true));
-    let w: Vec<T> = if has_w {
-        out.params(b.params_len(n, bad))
-    } else {
-        Vec::new()
-    };
+    let w: Vec<T> = out.opt_params(b, has_w, n, bad);
     let mut rms = RmsNorm::new(n);
     if let Some(e) = eps {
         rms = rms.eps(e);
@@ -1081,7 +1090,11 @@ pub fn backward(data: &[u8]) {
 fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
     let op = b.below(4);
     let bad = b.u8().is_multiple_of(8);
-    let (want_w, want_b) = (b.u8().is_multiple_of(2), b.u8().is_multiple_of(2));
+    let want_w = b.u8().is_multiple_of(2);
+    // one call in eight (bits 1–3 of the dbias byte) has no weight (PyTorch's
+    // `elementwise_affine=False` / `weight=None`): g = dy
+    let wb = b.u8();
+    let (want_b, has_w) = (wb.is_multiple_of(2), wb / 2 % 8 != 5);
     let eps = [1e-5, 0.0, 1e-3, 1.0][b.below(4)];
     match op {
         0 | 1 => {
@@ -1089,7 +1102,7 @@ fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
             let n = row_len(b, n);
             let x: Vec<T> = to_t(&b.floats(rows * n, true));
             let dy: Vec<T> = out.params(b.params_len(rows * n, bad));
-            let w: Vec<T> = out.params(b.params(n));
+            let w: Vec<T> = out.opt_params(b, has_w, n, false);
             let sentinel = T::from_acc(SENTINEL);
             let (mut y, mut mean, mut rstd) = (
                 vec![sentinel; x.len()],
@@ -1099,7 +1112,7 @@ fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
             let mut dx = vec![sentinel; x.len()];
             let (mut dw, mut db) = (vec![SENTINEL; b.len(n, bad)], vec![SENTINEL; n]);
             let (res, rms) = if op == 0 {
-                let ln = LayerNorm::new(n).eps(eps).weight(&w);
+                let ln = with_weight(LayerNorm::new(n).eps(eps), LayerNorm::weight, &w);
                 if ln
                     .forward_with_stats(&x, &mut y, &mut mean, &mut rstd)
                     .is_err()
@@ -1117,7 +1130,7 @@ fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
                 );
                 (res, false)
             } else {
-                let rms = RmsNorm::new(n).eps(eps).weight(&w);
+                let rms = with_weight(RmsNorm::new(n).eps(eps), RmsNorm::weight, &w);
                 if rms.forward_with_stats(&x, &mut y, &mut rstd).is_err() {
                     return;
                 }
@@ -1177,13 +1190,13 @@ fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
             let len = n * c * hw;
             let x: Vec<T> = to_t(&b.floats(len, true));
             let dy: Vec<T> = out.params(b.params_len(len, bad));
-            let w: Vec<T> = out.params(b.params(c));
+            let w: Vec<T> = out.opt_params(b, has_w, c, false);
             let sentinel = T::from_acc(SENTINEL);
             let mut y = vec![sentinel; len];
             let mut dx = vec![sentinel; len];
             let (mut dw, mut db) = (vec![SENTINEL; b.len(c, bad)], vec![SENTINEL; c]);
             let (res, m, s, sets_n, gl) = if op == 2 {
-                let bn = BatchNorm::new(c).eps(eps).weight(&w);
+                let bn = with_weight(BatchNorm::new(c).eps(eps), BatchNorm::weight, &w);
                 let (mut m, mut s) = (vec![0.0f32; c], vec![0.0f32; c]);
                 if bn
                     .forward_train(&x, layout, &mut y, None, &mut m, &mut s)
@@ -1204,7 +1217,7 @@ fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
                 (res, m, s, c, 0)
             } else {
                 let groups = [1, c.max(1)][b.below(2)];
-                let gn = GroupNorm::new(groups, c).eps(eps).weight(&w);
+                let gn = with_weight(GroupNorm::new(groups, c).eps(eps), GroupNorm::weight, &w);
                 let (mut m, mut s) = (vec![0.0f32; n * groups], vec![0.0f32; n * groups]);
                 if gn
                     .forward_with_stats(&x, n, hw, &mut y, &mut m, &mut s)
@@ -1274,6 +1287,12 @@ fn backward_of<T: Element<Acc = f32>>(b: &mut Bytes<'_>, out: Out) {
             );
         }
     }
+}
+
+/// `op` with `weight(w)` set, or as it is when `w` is empty (no weight: the backward
+/// bodies' weights are always of the right length, so empty means none).
+fn with_weight<'w, O, T>(op: O, weight: fn(O, &'w [T]) -> O, w: &'w [T]) -> O {
+    if w.is_empty() { op } else { weight(op, w) }
 }
 
 /// Half storage (`f16` / `bf16`, f32 accumulation): one of the bodies of [`layer_norm`],
