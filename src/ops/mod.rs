@@ -711,13 +711,14 @@ pub(crate) fn map_row_grouped<
         return;
     }
     let (h, end) = body_of(dst);
-    // the ends' closure `#[inline(always)]`: called twice, it was left out of line in some
-    // instantiations (half types with weight or bias; f16 without), its captured state then
-    // read from memory. Short rows, ns a row, 1 thread, A/B: bf16 RMSNorm with weight
-    // 16 / 64 values 24 → 21, 34 → 27; f16 LayerNorm 58 → 41, 59 → 46; bf16 LayerNorm w+b
-    // 64 values 63 → 53; f32 unchanged (BENCHMARKS.md, twenty-fifth session)
-    let ends = {
-        let s = src.unwrap_or(dst);
+    // the ends' closure `#[inline(always)]` for the rows (K = 1): called twice, it was left
+    // out of line in some instantiations (half types with weight or bias; f16 without), its
+    // captured state then read from memory. Short rows, ns a row, 1 thread, A/B: bf16 RMSNorm
+    // with weight 16 / 64 values 24 → 21, 34 → 27; f16 LayerNorm 58 → 41, 59 → 46; bf16
+    // LayerNorm w+b 64 values 63 → 53; f32 unchanged (BENCHMARKS.md, twenty-fifth session).
+    // Not for the groups of `ColPlan`: there it grew BatchNorm's code by 13 %, no gain seen.
+    let s = src.unwrap_or(dst);
+    let ends = if K == 1 {
         ends(
             n,
             lanes,
@@ -726,6 +727,10 @@ pub(crate) fn map_row_grouped<
             #[inline(always)]
             |i| f(load_at(s, i, lanes), loads(ex, i, lanes), i, lanes),
         )
+    } else {
+        ends(n, lanes, h, end, |i| {
+            f(load_at(s, i, lanes), loads(ex, i, lanes), i, lanes)
+        })
     };
     let (dc, _) = T::as_chunks_mut(&mut dst[h..end]);
     let vectors = dc.len();
